@@ -1,0 +1,131 @@
+"""The one typed interface every provider adapter implements: dataclasses in, dataclasses out.
+
+Adapters speak the provider's real wire protocol (through its SDK where one exists) and know
+nothing of paysys models: callers pass an `AccountConfig` and plain values.
+"""
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from moneyed import Money
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    id: int
+    provider: str
+    base_url: str
+    credentials: dict
+    livemode: bool
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    out_trade_no: str  # paysys's charge id, unique per provider account
+    method: str  # Ping++ channel code: alipay_qr, …
+    amount: Money
+    subject: str
+    body: str
+    client_ip: str
+    time_expire: datetime
+    notify_url: str
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PaymentCreated:
+    """What the payer needs (the value under `credential[<channel>]`) and the provider's trade no."""
+
+    credential: str | dict
+    transaction_no: str | None = None
+
+
+class PaymentStatus(enum.StrEnum):
+    NOT_FOUND = "not_found"  # the provider has no such trade (yet)
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """The provider's statement about one payment, from a query answer or a notification."""
+
+    out_trade_no: str
+    status: PaymentStatus
+    transaction_no: str | None = None
+    amount: Money | None = None
+    paid_at: datetime | None = None
+    raw: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderReply:
+    """An HTTP answer in the form the provider expects (e.g. Alipay's plain `success`)."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain"
+
+
+class ChannelFailure(Exception):
+    """A provider call that did not produce an answer we can act on."""
+
+    def __init__(self, message: str, *, code: str = "", reached_provider: bool = True):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.reached_provider = reached_provider
+
+
+class ChannelTimeout(ChannelFailure):
+    """No answer in time: the outcome is unknown and must be resolved by a query."""
+
+
+class ChannelUnavailable(ChannelFailure):
+    """Connection refused or 5xx: the provider did not act on the request."""
+
+
+class ChannelRejected(ChannelFailure):
+    """The provider answered and refused (a business failure with the provider's code)."""
+
+
+class ChannelResponseInvalid(ChannelFailure):
+    """The answer failed signature verification or could not be parsed: never trusted."""
+
+
+class NotificationInvalid(Exception):
+    """A notification whose signature or content does not verify."""
+
+
+class ChannelAdapter(abc.ABC):
+    provider: str
+    methods: frozenset[str]
+    currencies: frozenset[str]
+    refunds_notify: bool
+
+    def __init__(self, account: AccountConfig):
+        self.account = account
+
+    @abc.abstractmethod
+    def create_payment(self, request: PaymentRequest) -> PaymentCreated: ...
+
+    @abc.abstractmethod
+    def query_payment(self, *, out_trade_no: str, currency: str) -> PaymentResult: ...
+
+    @abc.abstractmethod
+    def close_payment(self, *, out_trade_no: str) -> None: ...
+
+    @abc.abstractmethod
+    def parse_notification(self, *, headers: dict, body: bytes, currency: str | None = None) -> PaymentResult:
+        """Verifies the provider's signature and returns what it states; NotificationInvalid if not."""
+
+    @abc.abstractmethod
+    def notification_ack(self) -> ProviderReply: ...
+
+    @abc.abstractmethod
+    def notification_nack(self) -> ProviderReply: ...

@@ -1,0 +1,55 @@
+from django.utils import timezone
+from moneyed import Money
+
+from apps.merchants.models import App
+from apps.orders.exceptions import OrderMismatch, OrderNotPayable
+from apps.orders.models import Order, OrderStatus, OrderTransition
+
+
+def _audit(order: Order, source: str, *, by: str, request_id: str) -> None:
+    OrderTransition.objects.create(order=order, source=source, target=order.status, by=by, request_id=request_id)
+
+
+def order_lock(*, order_id: int) -> Order:
+    return Order.objects.select_for_update().get(pk=order_id)
+
+
+def order_get_or_create_for_charge(
+    *, app: App, livemode: bool, order_no: str, amount: Money, subject: str, body: str, request_id: str
+) -> Order:
+    """The order a new charge pays. Runs in the caller's transaction.
+
+    A repeated `order_no` must carry the same amount and currency, and the order must still be open.
+    The insert races safely on the unique constraint (ON CONFLICT DO NOTHING, then lock and read).
+    """
+    Order.objects.bulk_create(
+        [Order(app=app, livemode=livemode, order_no=order_no, amount=amount, subject=subject, body=body,
+               request_id=request_id)],
+        ignore_conflicts=True,
+    )  # fmt: skip
+    order = Order.objects.select_for_update().get(app=app, livemode=livemode, order_no=order_no)
+    if order.amount != amount:
+        raise OrderMismatch(
+            f"order_no {order_no!r} is already used with another amount or currency.", param="order_no"
+        )
+    if order.status != OrderStatus.CREATED:
+        raise OrderNotPayable(f"Order {order_no!r} is {order.status} and cannot take a new charge.", param="order_no")
+    return order
+
+
+def order_mark_paid(*, order: Order, paid_at, by: str, request_id: str) -> bool:
+    """Moves a locked order to paid; False when it was already paid (a duplicate payment)."""
+    if order.status != OrderStatus.CREATED:
+        return False
+    source = order.status
+    order.pay(paid_at=paid_at)
+    order.save()
+    _audit(order, source, by=by, request_id=request_id)
+    return True
+
+
+def order_close(*, order: Order, by: str, request_id: str) -> None:
+    source = order.status
+    order.close(closed_at=timezone.now())
+    order.save()
+    _audit(order, source, by=by, request_id=request_id)

@@ -1,0 +1,100 @@
+from django.db import models
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from djmoney.models.fields import MoneyField
+
+from apps.channels.models import ChannelAccount
+from apps.core.ids import PublicIdFactory
+from apps.merchants.models import App
+from apps.orders.models import Order
+
+
+class ChargeStatus(models.TextChoices):
+    CREATED = "created"  # committed, provider not yet (or not known to be) asked
+    PENDING = "pending"  # the provider holds the payment; the payer may pay
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+OPEN_STATUSES = (ChargeStatus.CREATED, ChargeStatus.PENDING)
+
+
+class ChargeException(models.TextChoices):
+    """Disputes of fact, held for the console; they never move money by themselves."""
+
+    NONE = "", "none"
+    AMOUNT_MISMATCH = "amount_mismatch", "provider reported another amount"
+    PAID_AFTER_CLOSE = "paid_after_close", "provider reported payment of a closed or failed charge"
+    DUPLICATE_PAYMENT = "duplicate_payment", "the order was already paid by another charge"
+
+
+class Charge(ConcurrentTransitionMixin, models.Model):
+    public_id = models.CharField(max_length=32, unique=True, default=PublicIdFactory("ch"), editable=False)
+    app = models.ForeignKey(App, on_delete=models.PROTECT, related_name="charges")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="charges")
+    livemode = models.BooleanField()
+    channel = models.CharField(max_length=32, help_text="Ping++ channel code")
+    channel_account = models.ForeignKey(ChannelAccount, on_delete=models.PROTECT, related_name="charges")
+    amount = MoneyField(max_digits=18, decimal_places=3, default_currency=None)
+    client_ip = models.GenericIPAddressField()
+    subject = models.CharField(max_length=64)
+    body = models.CharField(max_length=256)
+    description = models.CharField(max_length=255, blank=True, default="")
+    extra = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    credential = models.JSONField(default=dict, blank=True)
+    transaction_no = models.CharField(max_length=64, blank=True, default="")
+    status = FSMField(choices=ChargeStatus.choices, default=ChargeStatus.CREATED, protected=True)
+    time_expire = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_msg = models.CharField(max_length=255, blank=True, default="")
+    exception = models.CharField(max_length=32, choices=ChargeException.choices, blank=True, default="")
+    exception_detail = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["app", "livemode", "-id"], name="charge_list_idx"),
+            models.Index(fields=["exception"], condition=~models.Q(exception=""), name="charge_exception_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def paid(self) -> bool:
+        return self.status == ChargeStatus.SUCCEEDED
+
+    @transition(field=status, source=ChargeStatus.CREATED, target=ChargeStatus.PENDING)
+    def submit(self, *, credential: dict, transaction_no: str = ""):
+        self.credential = credential
+        self.transaction_no = transaction_no or self.transaction_no
+
+    @transition(field=status, source=OPEN_STATUSES, target=ChargeStatus.SUCCEEDED)
+    def succeed(self, *, paid_at, transaction_no: str):
+        self.paid_at = paid_at
+        self.transaction_no = transaction_no
+
+    @transition(field=status, source=OPEN_STATUSES, target=ChargeStatus.FAILED)
+    def fail(self, *, failure_code: str, failure_msg: str):
+        self.failure_code = failure_code[:64]
+        self.failure_msg = failure_msg[:255]
+
+    @transition(field=status, source=OPEN_STATUSES, target=ChargeStatus.CLOSED)
+    def close(self, *, closed_at):
+        self.closed_at = closed_at
+
+
+class ChargeTransition(models.Model):
+    """Audit row for every charge state change and exception flag."""
+
+    charge = models.ForeignKey(Charge, on_delete=models.CASCADE, related_name="transitions")
+    source = models.CharField(max_length=16)
+    target = models.CharField(max_length=32)
+    by = models.CharField(max_length=150)
+    request_id = models.CharField(max_length=64, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)

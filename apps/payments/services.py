@@ -1,0 +1,210 @@
+"""The pay core: charges in three phases, and provider results applied exactly once.
+
+Charge creation (DESIGN.md, the payment flow):
+1. `charge_open`: one transaction validates the order and commits the charge as `created`.
+2. The provider call, outside any transaction (`_provider_create`).
+3. `charge_submit`: one transaction stores the credential and moves the charge to `pending`.
+
+A timeout in phase 2 leaves the charge `created`: the outcome is unknown and only a provider
+query or notification settles it. Lock order: charge, then its order.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from moneyed import Money
+
+from apps.channels.adapters.base import (
+    ChannelRejected,
+    ChannelResponseInvalid,
+    ChannelTimeout,
+    ChannelUnavailable,
+    PaymentRequest,
+    PaymentResult,
+    PaymentStatus,
+)
+from apps.channels.catalog import is_known_method
+from apps.channels.models import ChannelAccount
+from apps.channels.selectors import channel_account_for_method
+from apps.channels.services import adapter_for, notify_url_for
+from apps.events.services import event_create
+from apps.merchants.models import App
+from apps.orders.services import order_get_or_create_for_charge, order_lock, order_mark_paid
+from apps.payments import exceptions as errors
+from apps.payments.models import OPEN_STATUSES, Charge, ChargeException, ChargeStatus, ChargeTransition
+from apps.payments.wire import charge_to_wire
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChargeParams:
+    order_no: str
+    channel: str
+    amount: Money
+    client_ip: str
+    subject: str
+    body: str
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    time_expire: datetime | None = None
+
+
+def _audit(charge: Charge, source: str, *, by: str, request_id: str, target: str = "", detail=None) -> None:
+    ChargeTransition.objects.create(
+        charge=charge, source=source, target=target or charge.status, by=by, request_id=request_id,
+        detail=detail or {},
+    )  # fmt: skip
+
+
+def charge_lock(*, charge_id: int) -> Charge:
+    return Charge.objects.select_for_update().select_related("app", "order").get(pk=charge_id)
+
+
+def _choose_account(*, params: ChargeParams, livemode: bool) -> ChannelAccount:
+    if not is_known_method(params.channel):
+        raise errors.ChannelUnsupported(f"Unknown channel: {params.channel!r}.", param="channel")
+    account = channel_account_for_method(
+        method=params.channel, currency=params.amount.currency.code, livemode=livemode
+    )
+    if account is None:
+        raise errors.ChannelUnavailable(
+            f"No channel account serves {params.channel} in {params.amount.currency.code} "
+            f"({'live' if livemode else 'test'} mode).",
+            param="channel",
+        )
+    return account
+
+
+def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id: str) -> Charge:
+    """Creates a charge and asks the provider for the payer's credential (three phases)."""
+    account = _choose_account(params=params, livemode=livemode)
+    charge = charge_open(app=app, livemode=livemode, params=params, account=account, request_id=request_id)
+    try:
+        created = adapter_for(account).create_payment(
+            PaymentRequest(
+                out_trade_no=charge.public_id, method=charge.channel, amount=charge.amount,
+                subject=charge.subject, body=charge.body, client_ip=charge.client_ip,
+                time_expire=charge.time_expire, notify_url=notify_url_for(account), extra=charge.extra,
+            )
+        )  # fmt: skip
+    except ChannelTimeout as exc:
+        logger.warning("charge %s: provider create timed out; outcome unknown", charge.public_id)
+        raise errors.ChannelOutcomeUnknown(
+            f"The channel did not answer in time; charge {charge.public_id} will be settled by query."
+        ) from exc
+    except (ChannelUnavailable, ChannelRejected, ChannelResponseInvalid) as exc:
+        charge_fail(charge_id=charge.pk, failure_code=exc.code or type(exc).__name__, failure_msg=exc.message,
+                    by="provider", request_id=request_id)  # fmt: skip
+        error = errors.ChannelUnavailable if isinstance(exc, ChannelUnavailable) else errors.ChannelRefused
+        raise error(f"The channel refused the payment: {exc.message}") from exc
+    return charge_submit(
+        charge_id=charge.pk,
+        credential={charge.channel: created.credential},
+        transaction_no=created.transaction_no or "",
+        request_id=request_id,
+    )
+
+
+def _time_expire(params: ChargeParams, now: datetime) -> datetime:
+    return params.time_expire or now + timedelta(seconds=settings.PAYSYS_CHARGE_DEFAULT_EXPIRY_SECONDS)
+
+
+@transaction.atomic
+def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: ChannelAccount, request_id: str) -> Charge:
+    """Phase 1: the order (found or created) and the charge, committed as `created`."""
+    order = order_get_or_create_for_charge(
+        app=app, livemode=livemode, order_no=params.order_no, amount=params.amount, subject=params.subject,
+        body=params.body, request_id=request_id,
+    )  # fmt: skip
+    charge = Charge.objects.create(
+        app=app, order=order, livemode=livemode, channel=params.channel, channel_account=account,
+        amount=params.amount, client_ip=params.client_ip, subject=params.subject, body=params.body,
+        description=params.description, extra=params.extra, metadata=params.metadata,
+        time_expire=_time_expire(params, timezone.now()), request_id=request_id,
+    )  # fmt: skip
+    _audit(charge, "", by="api", request_id=request_id)
+    return charge
+
+
+@transaction.atomic
+def charge_submit(*, charge_id: int, credential: dict, transaction_no: str, request_id: str) -> Charge:
+    """Phase 3: the provider accepted the payment; the payer can now pay with the credential."""
+    charge = charge_lock(charge_id=charge_id)
+    if charge.status == ChargeStatus.CREATED:
+        charge.submit(credential=credential, transaction_no=transaction_no)
+        charge.save()
+        _audit(charge, ChargeStatus.CREATED, by="provider", request_id=request_id)
+    return charge
+
+
+@transaction.atomic
+def charge_fail(*, charge_id: int, failure_code: str, failure_msg: str, by: str, request_id: str) -> Charge:
+    charge = charge_lock(charge_id=charge_id)
+    if charge.status in OPEN_STATUSES:
+        source = charge.status
+        charge.fail(failure_code=failure_code, failure_msg=failure_msg)
+        charge.save()
+        _audit(charge, source, by=by, request_id=request_id)
+    return charge
+
+
+def charge_apply_provider_result(*, charge_id: int, result: PaymentResult, by: str, request_id: str) -> Charge:
+    """Applies what the provider states about a charge (notification or query answer), once.
+
+    One transaction moves the charge to `succeeded`, the order to `paid` and writes the
+    `charge.succeeded` event. A repeat changes nothing. An amount that disagrees flags the charge
+    for the console and moves no money.
+    """
+    with transaction.atomic():
+        charge = charge_lock(charge_id=charge_id)
+        if result.status == PaymentStatus.SUCCEEDED:
+            _apply_success(charge, result, by=by, request_id=request_id)
+        elif result.status in (PaymentStatus.CLOSED, PaymentStatus.FAILED) and charge.status in OPEN_STATUSES:
+            source = charge.status
+            charge.close(closed_at=timezone.now())
+            charge.save()
+            _audit(charge, source, by=by, request_id=request_id, detail={"provider_status": result.status})
+    return charge
+
+
+def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id: str) -> None:
+    if charge.status == ChargeStatus.SUCCEEDED:
+        return
+    if result.amount != charge.amount:
+        _flag(charge, ChargeException.AMOUNT_MISMATCH, by=by, request_id=request_id,
+              detail={"provider_amount": str(result.amount), "charge_amount": str(charge.amount),
+                      "transaction_no": result.transaction_no or ""})  # fmt: skip
+        return
+    if charge.status not in OPEN_STATUSES:
+        _flag(charge, ChargeException.PAID_AFTER_CLOSE, by=by, request_id=request_id,
+              detail={"transaction_no": result.transaction_no or ""})  # fmt: skip
+        return
+    source = charge.status
+    charge.succeed(paid_at=result.paid_at or timezone.now(), transaction_no=result.transaction_no or "")
+    charge.save()
+    _audit(charge, source, by=by, request_id=request_id)
+    order = order_lock(order_id=charge.order_id)
+    if not order_mark_paid(order=order, paid_at=charge.paid_at, by=by, request_id=request_id):
+        _flag(charge, ChargeException.DUPLICATE_PAYMENT, by=by, request_id=request_id)
+    charge.order = order
+    event_create(
+        app=charge.app, type="charge.succeeded", livemode=charge.livemode,
+        data_object=charge_to_wire(charge), request_id=request_id,
+    )  # fmt: skip
+
+
+def _flag(charge: Charge, reason: str, *, by: str, request_id: str, detail: dict | None = None) -> None:
+    """Holds a charge for the console; its state and money stay as they are."""
+    if charge.exception == reason:
+        return
+    charge.exception = reason
+    charge.exception_detail = detail or {}
+    charge.save(update_fields=["exception", "exception_detail"])
+    logger.error("charge %s flagged: %s %s", charge.public_id, reason, detail or "")
+    _audit(charge, charge.status, target=f"exception:{reason}", by=by, request_id=request_id, detail=detail)

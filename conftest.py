@@ -1,0 +1,45 @@
+import pytest
+
+from tests.support import MerchantClient, Receiver, make_merchant
+
+
+@pytest.fixture
+def merchant(db):
+    return make_merchant()
+
+
+@pytest.fixture
+def api(client, merchant):
+    return MerchantClient(client, merchant)
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_platform_key_cache():
+    """Tests roll back or flush the platform key row; the per-process key cache must follow."""
+    from apps.core.services import platform_key_cache_clear
+
+    platform_key_cache_clear()
+    yield
+    platform_key_cache_clear()
+
+
+@pytest.fixture
+def unreachable_alipay_account(db):
+    """A test-mode Alipay account whose gateway refuses connections (nothing listens on port 9)."""
+    from apps.channels.services import channel_account_upsert
+    from apps.core import crypto
+
+    key = crypto.rsa_generate()
+    return channel_account_upsert(
+        name="Unreachable Alipay", provider="alipay", base_url="http://127.0.0.1:9/gateway.do",
+        credentials={"app_id": "2021000000000009", "app_private_key": crypto.private_key_pem(key),
+                     "alipay_public_key": crypto.public_key_pem(key)},
+        methods=["alipay_qr"], currencies=["CNY"], livemode=False,
+    )  # fmt: skip
