@@ -38,8 +38,46 @@ def unreachable_alipay_account(db):
 
     key = crypto.rsa_generate()
     return channel_account_upsert(
-        name="Unreachable Alipay", provider="alipay", base_url="http://127.0.0.1:9/gateway.do",
-        credentials={"app_id": "2021000000000009", "app_private_key": crypto.private_key_pem(key),
-                     "alipay_public_key": crypto.public_key_pem(key)},
-        methods=["alipay_qr"], currencies=["CNY"], livemode=False,
-    )  # fmt: skip
+        name="Unreachable Alipay",
+        provider="alipay",
+        base_url="http://127.0.0.1:9/gateway.do",
+        credentials={
+            "app_id": "2021000000000009",
+            "app_private_key": crypto.private_key_pem(key),
+            "alipay_public_key": crypto.public_key_pem(key),
+        },
+        methods=["alipay_qr"],
+        currencies=["CNY"],
+        livemode=False,
+    )
+
+
+@pytest.fixture
+def celery_eager():
+    """Runs enqueued tasks in-process (tests that are not about the worker itself)."""
+    from paysys.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def sandbox_alipay(live_server, transactional_db, settings):
+    """A sandbox Alipay app and the paysys channel account that reaches it over HTTP."""
+    from apps.channels.services import channel_account_upsert
+    from apps.sandbox.services import alipay_app_create
+
+    settings.PAYSYS_PUBLIC_URL = live_server.url
+    created = alipay_app_create(name="paysys tests")
+    account = channel_account_upsert(
+        name="Sandbox Alipay (tests)",
+        provider="alipay",
+        base_url=f"{live_server.url}/sandbox/alipay/gateway.do",
+        credentials=created.credentials(),
+        methods=["alipay_qr"],
+        currencies=["CNY"],
+        livemode=False,
+    )
+    return account, created

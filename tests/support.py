@@ -124,3 +124,35 @@ def make_merchant(name: str = "Test Merchant", *, with_public_key: bool = True, 
         private_pem=crypto.private_key_pem(private),
         public_pem=public_pem,
     )
+
+
+def list_path(creds) -> str:
+    return f"/v1/charges?app%5Bid%5D={creds.app.public_id}&limit=3"
+
+
+def charge_payload(creds, **overrides):
+    payload = {
+        "order_no": "auth0001",
+        "app": {"id": creds.app.public_id},
+        "channel": "alipay_qr",
+        "amount": 100,
+        "currency": "cny",
+        "client_ip": "127.0.0.1",
+        "subject": "s",
+        "body": "b",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def assert_error(response, status: int, *, code: str | None = None, param: str | None = None):
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert isinstance(error["type"], str) and isinstance(error["message"], str)
+    if code:
+        assert error["code"] == code
+    else:
+        assert "code" not in error or error["code"]
+    if param:
+        assert error["param"] == param
+    return error

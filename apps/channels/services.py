@@ -24,12 +24,24 @@ def notify_url_for(account: ChannelAccount) -> str:
 
 
 def channel_account_upsert(
-    *, name: str, provider: str, base_url: str, credentials: dict, methods: list[str], currencies: list[str],
+    *,
+    name: str,
+    provider: str,
+    base_url: str,
+    credentials: dict,
+    methods: list[str],
+    currencies: list[str],
     livemode: bool,
 ) -> ChannelAccount:
     account, _ = ChannelAccount.objects.update_or_create(
         name=name,
-        defaults={"provider": provider, "base_url": base_url, "credentials": credentials, "methods": methods,
-                  "currencies": [c.upper() for c in currencies], "livemode": livemode},
-    )  # fmt: skip
+        defaults={
+            "provider": provider,
+            "base_url": base_url,
+            "credentials": credentials,
+            "methods": methods,
+            "currencies": [c.upper() for c in currencies],
+            "livemode": livemode,
+        },
+    )
     return account

@@ -39,9 +39,7 @@ def private_key_pem(key: rsa.RSAPrivateKey) -> str:
 def public_key_pem(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> str:
     """X.509 SubjectPublicKeyInfo PEM."""
     public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 @functools.lru_cache(maxsize=256)

@@ -30,7 +30,7 @@ class ResponseSignatureMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if request.path.startswith(API_PREFIX) and not request.path.startswith(UNSIGNED_PREFIXES):
-            if not response.streaming:
-                response["x-pingplusplus-signature"] = platform_sign(response.content)
+        signed_path = request.path.startswith(API_PREFIX) and not request.path.startswith(UNSIGNED_PREFIXES)
+        if signed_path and not response.streaming:
+            response["x-pingplusplus-signature"] = platform_sign(response.content)
         return response

@@ -43,7 +43,9 @@ def _validated_public_key(public_key_pem: str) -> str:
 
 
 @transaction.atomic
-def app_create(*, merchant: Merchant, name: str, public_key_pem: str = "", webhook_url: str = "") -> tuple[App, IssuedKeys]:
+def app_create(
+    *, merchant: Merchant, name: str, public_key_pem: str = "", webhook_url: str = ""
+) -> tuple[App, IssuedKeys]:
     """An app with a test and a live key, its signing key and optionally one webhook endpoint."""
     app = App.objects.create(merchant=merchant, name=name, public_key_pem=_validated_public_key(public_key_pem))
     keys = IssuedKeys(

@@ -1,6 +1,6 @@
 from django.contrib import admin
-from apps.core.admin_fsm import ServiceTransitionAdminMixin
 
+from apps.core.admin_fsm import ServiceTransitionAdminMixin
 from apps.orders.models import Order, OrderTransition
 
 
@@ -23,9 +23,18 @@ class OrderAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     list_filter = ["status", "livemode"]
     search_fields = ["order_no", "app__public_id"]
     readonly_fields = [
-        "app", "order_no", "livemode", "amount", "subject", "body", "status", "paid_at", "closed_at",
-        "request_id", "created_at",
-    ]  # fmt: skip
+        "app",
+        "order_no",
+        "livemode",
+        "amount",
+        "subject",
+        "body",
+        "status",
+        "paid_at",
+        "closed_at",
+        "request_id",
+        "created_at",
+    ]
     fields = readonly_fields
     inlines = [OrderTransitionInline]
 

@@ -50,3 +50,6 @@ class OrderTransition(models.Model):
     by = models.CharField(max_length=150)
     request_id = models.CharField(max_length=64, blank=True)
     at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.order_id}: {self.source} -> {self.target} by {self.by}"

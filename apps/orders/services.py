@@ -23,15 +23,22 @@ def order_get_or_create_for_charge(
     The insert races safely on the unique constraint (ON CONFLICT DO NOTHING, then lock and read).
     """
     Order.objects.bulk_create(
-        [Order(app=app, livemode=livemode, order_no=order_no, amount=amount, subject=subject, body=body,
-               request_id=request_id)],
+        [
+            Order(
+                app=app,
+                livemode=livemode,
+                order_no=order_no,
+                amount=amount,
+                subject=subject,
+                body=body,
+                request_id=request_id,
+            )
+        ],
         ignore_conflicts=True,
-    )  # fmt: skip
+    )
     order = Order.objects.select_for_update().get(app=app, livemode=livemode, order_no=order_no)
     if order.amount != amount:
-        raise OrderMismatch(
-            f"order_no {order_no!r} is already used with another amount or currency.", param="order_no"
-        )
+        raise OrderMismatch(f"order_no {order_no!r} is already used with another amount or currency.", param="order_no")
     if order.status != OrderStatus.CREATED:
         raise OrderNotPayable(f"Order {order_no!r} is {order.status} and cannot take a new charge.", param="order_no")
     return order

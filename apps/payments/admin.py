@@ -28,10 +28,31 @@ class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["app"]
     readonly_fields = [
-        "public_id", "app", "order", "livemode", "channel", "channel_account", "amount", "status", "exception",
-        "exception_detail_pretty", "client_ip", "subject", "body", "description", "transaction_no", "time_expire",
-        "paid_at", "closed_at", "failure_code", "failure_msg", "metadata", "extra", "request_id", "created_at",
-    ]  # fmt: skip
+        "public_id",
+        "app",
+        "order",
+        "livemode",
+        "channel",
+        "channel_account",
+        "amount",
+        "status",
+        "exception",
+        "exception_detail_pretty",
+        "client_ip",
+        "subject",
+        "body",
+        "description",
+        "transaction_no",
+        "time_expire",
+        "paid_at",
+        "closed_at",
+        "failure_code",
+        "failure_msg",
+        "metadata",
+        "extra",
+        "request_id",
+        "created_at",
+    ]
     fields = readonly_fields
     inlines = [ChargeTransitionInline]
 

@@ -98,3 +98,6 @@ class ChargeTransition(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     detail = models.JSONField(default=dict, blank=True)
     at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.charge_id}: {self.source} -> {self.target} by {self.by}"

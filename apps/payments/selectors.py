@@ -11,9 +11,7 @@ _CHARGE_RELATED = ("app", "order")
 def charge_get_for_app(*, app: App, livemode: bool, public_id: str) -> Charge:
     """A charge of this app and mode; another app's charge is simply not found."""
     charge = (
-        Charge.objects.select_related(*_CHARGE_RELATED)
-        .filter(app=app, livemode=livemode, public_id=public_id)
-        .first()
+        Charge.objects.select_related(*_CHARGE_RELATED).filter(app=app, livemode=livemode, public_id=public_id).first()
     )
     if charge is None:
         raise ChargeNotFound(f"No such charge: {public_id}.", param="id")
@@ -31,7 +29,12 @@ class ChargeListFilter:
 
 
 def charges_list(
-    *, app: App, livemode: bool, limit: int, starting_after: str | None, ending_before: str | None,
+    *,
+    app: App,
+    livemode: bool,
+    limit: int,
+    starting_after: str | None,
+    ending_before: str | None,
     filters: ChargeListFilter,
 ) -> tuple[list[Charge], bool]:
     """A page of charges, newest first, and whether more exist beyond it (Ping++ cursor paging)."""

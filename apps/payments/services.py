@@ -31,6 +31,7 @@ from apps.channels.catalog import is_known_method
 from apps.channels.models import ChannelAccount
 from apps.channels.selectors import channel_account_for_method
 from apps.channels.services import adapter_for, notify_url_for
+from apps.core.money import to_minor
 from apps.events.services import event_create
 from apps.merchants.models import App
 from apps.orders.services import order_get_or_create_for_charge, order_lock, order_mark_paid
@@ -57,9 +58,13 @@ class ChargeParams:
 
 def _audit(charge: Charge, source: str, *, by: str, request_id: str, target: str = "", detail=None) -> None:
     ChargeTransition.objects.create(
-        charge=charge, source=source, target=target or charge.status, by=by, request_id=request_id,
+        charge=charge,
+        source=source,
+        target=target or charge.status,
+        by=by,
+        request_id=request_id,
         detail=detail or {},
-    )  # fmt: skip
+    )
 
 
 def charge_lock(*, charge_id: int) -> Charge:
@@ -69,9 +74,7 @@ def charge_lock(*, charge_id: int) -> Charge:
 def _choose_account(*, params: ChargeParams, livemode: bool) -> ChannelAccount:
     if not is_known_method(params.channel):
         raise errors.ChannelUnsupported(f"Unknown channel: {params.channel!r}.", param="channel")
-    account = channel_account_for_method(
-        method=params.channel, currency=params.amount.currency.code, livemode=livemode
-    )
+    account = channel_account_for_method(method=params.channel, currency=params.amount.currency.code, livemode=livemode)
     if account is None:
         raise errors.ChannelUnavailable(
             f"No channel account serves {params.channel} in {params.amount.currency.code} "
@@ -88,19 +91,30 @@ def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id:
     try:
         created = adapter_for(account).create_payment(
             PaymentRequest(
-                out_trade_no=charge.public_id, method=charge.channel, amount=charge.amount,
-                subject=charge.subject, body=charge.body, client_ip=charge.client_ip,
-                time_expire=charge.time_expire, notify_url=notify_url_for(account), extra=charge.extra,
+                out_trade_no=charge.public_id,
+                method=charge.channel,
+                amount=charge.amount,
+                subject=charge.subject,
+                body=charge.body,
+                client_ip=charge.client_ip,
+                time_expire=charge.time_expire,
+                notify_url=notify_url_for(account),
+                extra=charge.extra,
             )
-        )  # fmt: skip
+        )
     except ChannelTimeout as exc:
         logger.warning("charge %s: provider create timed out; outcome unknown", charge.public_id)
         raise errors.ChannelOutcomeUnknown(
             f"The channel did not answer in time; charge {charge.public_id} will be settled by query."
         ) from exc
     except (ChannelUnavailable, ChannelRejected, ChannelResponseInvalid) as exc:
-        charge_fail(charge_id=charge.pk, failure_code=exc.code or type(exc).__name__, failure_msg=exc.message,
-                    by="provider", request_id=request_id)  # fmt: skip
+        charge_fail(
+            charge_id=charge.pk,
+            failure_code=exc.code or type(exc).__name__,
+            failure_msg=exc.message,
+            by="provider",
+            request_id=request_id,
+        )
         error = errors.ChannelUnavailable if isinstance(exc, ChannelUnavailable) else errors.ChannelRefused
         raise error(f"The channel refused the payment: {exc.message}") from exc
     return charge_submit(
@@ -119,15 +133,30 @@ def _time_expire(params: ChargeParams, now: datetime) -> datetime:
 def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: ChannelAccount, request_id: str) -> Charge:
     """Phase 1: the order (found or created) and the charge, committed as `created`."""
     order = order_get_or_create_for_charge(
-        app=app, livemode=livemode, order_no=params.order_no, amount=params.amount, subject=params.subject,
-        body=params.body, request_id=request_id,
-    )  # fmt: skip
+        app=app,
+        livemode=livemode,
+        order_no=params.order_no,
+        amount=params.amount,
+        subject=params.subject,
+        body=params.body,
+        request_id=request_id,
+    )
     charge = Charge.objects.create(
-        app=app, order=order, livemode=livemode, channel=params.channel, channel_account=account,
-        amount=params.amount, client_ip=params.client_ip, subject=params.subject, body=params.body,
-        description=params.description, extra=params.extra, metadata=params.metadata,
-        time_expire=_time_expire(params, timezone.now()), request_id=request_id,
-    )  # fmt: skip
+        app=app,
+        order=order,
+        livemode=livemode,
+        channel=params.channel,
+        channel_account=account,
+        amount=params.amount,
+        client_ip=params.client_ip,
+        subject=params.subject,
+        body=params.body,
+        description=params.description,
+        extra=params.extra,
+        metadata=params.metadata,
+        time_expire=_time_expire(params, timezone.now()),
+        request_id=request_id,
+    )
     _audit(charge, "", by="api", request_id=request_id)
     return charge
 
@@ -177,13 +206,28 @@ def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id
     if charge.status == ChargeStatus.SUCCEEDED:
         return
     if result.amount != charge.amount:
-        _flag(charge, ChargeException.AMOUNT_MISMATCH, by=by, request_id=request_id,
-              detail={"provider_amount": str(result.amount), "charge_amount": str(charge.amount),
-                      "transaction_no": result.transaction_no or ""})  # fmt: skip
+        _flag(
+            charge,
+            ChargeException.AMOUNT_MISMATCH,
+            by=by,
+            request_id=request_id,
+            detail={
+                "provider_amount": to_minor(result.amount) if result.amount is not None else None,
+                "provider_currency": result.amount.currency.code if result.amount is not None else None,
+                "charge_amount": to_minor(charge.amount),
+                "currency": charge.amount.currency.code,
+                "transaction_no": result.transaction_no or "",
+            },
+        )
         return
     if charge.status not in OPEN_STATUSES:
-        _flag(charge, ChargeException.PAID_AFTER_CLOSE, by=by, request_id=request_id,
-              detail={"transaction_no": result.transaction_no or ""})  # fmt: skip
+        _flag(
+            charge,
+            ChargeException.PAID_AFTER_CLOSE,
+            by=by,
+            request_id=request_id,
+            detail={"transaction_no": result.transaction_no or ""},
+        )
         return
     source = charge.status
     charge.succeed(paid_at=result.paid_at or timezone.now(), transaction_no=result.transaction_no or "")
@@ -194,9 +238,12 @@ def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id
         _flag(charge, ChargeException.DUPLICATE_PAYMENT, by=by, request_id=request_id)
     charge.order = order
     event_create(
-        app=charge.app, type="charge.succeeded", livemode=charge.livemode,
-        data_object=charge_to_wire(charge), request_id=request_id,
-    )  # fmt: skip
+        app=charge.app,
+        type="charge.succeeded",
+        livemode=charge.livemode,
+        data_object=charge_to_wire(charge),
+        request_id=request_id,
+    )
 
 
 def _flag(charge: Charge, reason: str, *, by: str, request_id: str, detail: dict | None = None) -> None:

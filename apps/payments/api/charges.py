@@ -56,11 +56,17 @@ class ChargeCollectionApi(APIView):
             app=principal.app,
             livemode=principal.livemode,
             params=services.ChargeParams(
-                order_no=data["order_no"], channel=data["channel"], amount=data["money"],
-                client_ip=data["client_ip"], subject=data["subject"], body=data["body"],
-                description=data.get("description") or "", extra=data.get("extra") or {},
-                metadata=data.get("metadata") or {}, time_expire=data.get("time_expire"),
-            ),  # fmt: skip
+                order_no=data["order_no"],
+                channel=data["channel"],
+                amount=data["money"],
+                client_ip=data["client_ip"],
+                subject=data["subject"],
+                body=data["body"],
+                description=data.get("description") or "",
+                extra=data.get("extra") or {},
+                metadata=data.get("metadata") or {},
+                time_expire=data.get("time_expire"),
+            ),
             request_id=request.request_id,
         )
         return Response(charge_to_wire(charge))

@@ -3,10 +3,10 @@
 import pytest
 from moneyed import Money
 
-from apps.merchants.tests.test_authentication import assert_error, charge_payload
 from apps.orders.models import Order
 from apps.orders.services import order_get_or_create_for_charge
 from apps.payments.models import Charge
+from tests.support import assert_error, charge_payload
 
 pytestmark = pytest.mark.django_db
 

@@ -91,6 +91,11 @@ class Command(BaseCommand):
             created = json.loads(buffer.getvalue())
             credentials = {k: created[k] for k in ("app_id", "app_private_key", "alipay_public_key")}
         channel_account_upsert(
-            name=SANDBOX_ALIPAY, provider="alipay", base_url=f"{sandbox_base.rstrip('/')}/sandbox/alipay/gateway.do",
-            credentials=credentials, methods=["alipay_qr"], currencies=["CNY"], livemode=False,
-        )  # fmt: skip
+            name=SANDBOX_ALIPAY,
+            provider="alipay",
+            base_url=f"{sandbox_base.rstrip('/')}/sandbox/alipay/gateway.do",
+            credentials=credentials,
+            methods=["alipay_qr"],
+            currencies=["CNY"],
+            livemode=False,
+        )

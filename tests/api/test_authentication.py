@@ -8,35 +8,9 @@ from apps.core import crypto
 from apps.core.services import platform_public_key_pem
 from apps.orders.models import Order
 from apps.payments.models import Charge
-from tests.support import MerchantClient, make_merchant, sign_headers
+from tests.support import MerchantClient, assert_error, charge_payload, list_path, make_merchant, sign_headers
 
 pytestmark = pytest.mark.django_db
-
-
-def list_path(creds) -> str:
-    return f"/v1/charges?app%5Bid%5D={creds.app.public_id}&limit=3"
-
-
-def charge_payload(creds, **overrides):
-    payload = {
-        "order_no": "auth0001", "app": {"id": creds.app.public_id}, "channel": "alipay_qr", "amount": 100,
-        "currency": "cny", "client_ip": "127.0.0.1", "subject": "s", "body": "b",
-    }  # fmt: skip
-    payload.update(overrides)
-    return payload
-
-
-def assert_error(response, status: int, *, code: str | None = None, param: str | None = None):
-    assert response.status_code == status, response.content
-    error = response.json()["error"]
-    assert isinstance(error["type"], str) and isinstance(error["message"], str)
-    if code:
-        assert error["code"] == code
-    else:
-        assert "code" not in error or error["code"]
-    if param:
-        assert error["param"] == param
-    return error
 
 
 def assert_nothing_written():
@@ -95,8 +69,10 @@ def test_basic_auth_with_the_key_as_user_name_is_accepted(client, merchant):
 def test_a_bad_signature_is_401(client, merchant):
     other = crypto.private_key_pem(crypto.rsa_generate())
     body = json.dumps(charge_payload(merchant)).encode()
-    headers = {"Authorization": f"Bearer {merchant.test_secret_key}",
-               **sign_headers(private_pem=other, body=body, uri="/v1/charges")}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {merchant.test_secret_key}",
+        **sign_headers(private_pem=other, body=body, uri="/v1/charges"),
+    }
     response = client.generic("POST", "/v1/charges", body, content_type="application/json", headers=headers)
     assert_error(response, 401, code="signature_invalid")
     assert_nothing_written()
@@ -105,8 +81,10 @@ def test_a_bad_signature_is_401(client, merchant):
 def test_a_signature_over_another_body_is_401(client, merchant):
     signed_body = json.dumps(charge_payload(merchant)).encode()
     sent_body = json.dumps(charge_payload(merchant, amount=1)).encode()
-    headers = {"Authorization": f"Bearer {merchant.test_secret_key}",
-               **sign_headers(private_pem=merchant.private_pem, body=signed_body, uri="/v1/charges")}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {merchant.test_secret_key}",
+        **sign_headers(private_pem=merchant.private_pem, body=signed_body, uri="/v1/charges"),
+    }
     response = client.generic("POST", "/v1/charges", sent_body, content_type="application/json", headers=headers)
     assert_error(response, 401, code="signature_invalid")
     assert_nothing_written()
@@ -121,9 +99,12 @@ def test_a_missing_signature_is_401_when_the_app_has_a_public_key(client, mercha
 @pytest.mark.parametrize("skew", [-301, 301, -3600], ids=["301s-old", "301s-ahead", "an-hour-old"])
 def test_a_stale_timestamp_is_401(client, merchant, skew):
     body = json.dumps(charge_payload(merchant)).encode()
-    headers = {"Authorization": f"Bearer {merchant.test_secret_key}",
-               **sign_headers(private_pem=merchant.private_pem, body=body, uri="/v1/charges",
-                              timestamp=int(time.time()) + skew)}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {merchant.test_secret_key}",
+        **sign_headers(
+            private_pem=merchant.private_pem, body=body, uri="/v1/charges", timestamp=int(time.time()) + skew
+        ),
+    }
     response = client.generic("POST", "/v1/charges", body, content_type="application/json", headers=headers)
     assert_error(response, 401, code="signature_timestamp_invalid")
     assert_nothing_written()
@@ -131,8 +112,10 @@ def test_a_stale_timestamp_is_401(client, merchant, skew):
 
 def test_a_replayed_signature_is_401(client, merchant):
     path = list_path(merchant)
-    headers = {"Authorization": f"Bearer {merchant.test_secret_key}",
-               **sign_headers(private_pem=merchant.private_pem, body=b"", uri=path)}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {merchant.test_secret_key}",
+        **sign_headers(private_pem=merchant.private_pem, body=b"", uri=path),
+    }
     assert client.generic("GET", path, headers=headers).status_code == 200
     replay = client.generic("GET", path, headers=headers)
     assert_error(replay, 401, code="signature_replayed")

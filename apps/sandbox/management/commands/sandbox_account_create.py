@@ -1,0 +1,30 @@
+"""Creates a sandbox provider account and prints what a paysys channel account needs."""
+
+import json
+
+from django.core.management.base import BaseCommand
+
+from apps.sandbox import services
+
+
+class Command(BaseCommand):
+    help = "Create a sandbox provider account (an Alipay app) and print its credentials."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--provider", choices=["alipay"], required=True)
+        parser.add_argument("--name", default="", help="a label shown in the sandbox console")
+        parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+
+    def handle(self, *args, provider: str, name: str, json: bool, **options):
+        created = services.alipay_app_create(name=name)
+        document = {"provider": provider, **created.credentials()}
+        if json:
+            self.stdout.write(_dumps(document))
+            return
+        self.stdout.write(f"Sandbox Alipay app {created.app_id} created.")
+        self.stdout.write("Channel account credentials (the app private key is shown only now):")
+        self.stdout.write(_dumps(document, indent=2))
+
+
+def _dumps(document: dict, indent: int | None = None) -> str:
+    return json.dumps(document, indent=indent)

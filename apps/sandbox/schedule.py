@@ -1,0 +1,8 @@
+"""Periodic tasks of the sandbox, merged into settings.CELERY_BEAT_SCHEDULE."""
+
+BEAT_SCHEDULE = {
+    "sandbox.alipay_sweep": {
+        "task": "apps.sandbox.tasks.sandbox_alipay_sweep",
+        "schedule": 60.0,
+    },
+}

@@ -1,0 +1,37 @@
+"""Reads for the sandbox's gateway, pages and console."""
+
+from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayTrade
+
+
+def alipay_app_get(*, app_id: str) -> AlipayApp | None:
+    return AlipayApp.objects.filter(app_id=app_id).first()
+
+
+def alipay_trade_find(*, app: AlipayApp, out_trade_no: str = "", trade_no: str = "") -> AlipayTrade | None:
+    """The app's trade by Alipay's trade_no (preferred) or the merchant's out_trade_no."""
+    trades = AlipayTrade.objects.filter(app=app)
+    if trade_no:
+        trades = trades.filter(trade_no=trade_no)
+        if out_trade_no:
+            trades = trades.filter(out_trade_no=out_trade_no)
+    elif out_trade_no:
+        trades = trades.filter(out_trade_no=out_trade_no)
+    else:
+        return None
+    return trades.first()
+
+
+def alipay_trade_get_by_token(*, pay_token: str) -> AlipayTrade | None:
+    return AlipayTrade.objects.select_related("app").filter(pay_token=pay_token).first()
+
+
+def alipay_apps_list() -> list[AlipayApp]:
+    return list(AlipayApp.objects.order_by("-created_at"))
+
+
+def alipay_trades_recent(*, limit: int = 50) -> list[AlipayTrade]:
+    return list(AlipayTrade.objects.select_related("app").order_by("-created_at", "-id")[:limit])
+
+
+def alipay_notifications_for_trade(*, trade: AlipayTrade) -> list[AlipayNotification]:
+    return list(trade.notifications.order_by("id"))

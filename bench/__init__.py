@@ -1,0 +1,1 @@
+"""Benchmarks (not part of the deployed project; see docs/benchmarks.md)."""

@@ -1,0 +1,146 @@
+"""Provider notifications: verified, applied once, and never trusted for a different amount."""
+
+import threading
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+import requests
+
+from apps.events.models import Event
+from apps.orders.models import OrderStatus
+from apps.payments.models import Charge, ChargeException, ChargeStatus, ChargeTransition
+from apps.sandbox import alipay_protocol
+from tests.support import charge_payload
+
+pytestmark = pytest.mark.usefixtures("celery_eager")
+
+
+@pytest.fixture
+def paid_notification(api, merchant, sandbox_alipay, receiver, settings, live_server):
+    """A charge paid on the sandbox, with Alipay's notification captured before paysys sees it."""
+    account, sandbox_app = sandbox_alipay
+    settings.PAYSYS_PUBLIC_URL = receiver.url.rsplit("/", 1)[0]  # the notify_url given to Alipay: the receiver
+    response = api.post("/v1/charges", charge_payload(merchant, order_no="notify0001", amount=1234))
+    assert response.status_code == 200, response.content
+    charge = response.json()
+    pay = requests.post(charge["credential"]["alipay_qr"], data={"result": "success"}, timeout=10)
+    assert pay.status_code == 200
+    captured = receiver.wait_for(lambda r: b"out_trade_no" in r.body)[0]
+    return {
+        "charge_id": charge["id"],
+        "body": captured.body,
+        "url": f"{live_server.url}/notify/alipay/{account.pk}/",
+        "sandbox_app": sandbox_app,
+    }
+
+
+def notify(notification, body: bytes | None = None) -> requests.Response:
+    return requests.post(
+        notification["url"],
+        data=body if body is not None else notification["body"],
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+
+
+def resigned(notification, **changes) -> bytes:
+    """The captured notification with fields changed and signed again with the sandbox's Alipay key."""
+    fields = dict(parse_qsl(notification["body"].decode()))
+    fields.pop("sign")
+    fields.pop("sign_type")
+    fields.update(changes)
+    form = alipay_protocol.notification_form(fields, notification["sandbox_app"].app.alipay_private_key_pem)
+    return urlencode(form).encode()
+
+
+def charge_state(public_id):
+    charge = Charge.objects.select_related("order").get(public_id=public_id)
+    return charge.status, charge.order.status, charge.exception
+
+
+def test_a_verified_notification_pays_the_charge_once(paid_notification):
+    response = notify(paid_notification)
+    assert (response.status_code, response.content) == (200, b"success")
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    assert charge_state(charge.public_id) == (ChargeStatus.SUCCEEDED, OrderStatus.PAID, "")
+    fields = dict(parse_qsl(paid_notification["body"].decode()))
+    assert charge.transaction_no == fields["trade_no"]
+    assert charge.paid_at is not None
+    event = Event.objects.get()
+    assert event.type == "charge.succeeded"
+    assert event.data["object"]["id"] == charge.public_id
+    assert event.data["object"]["paid"] is True
+
+
+def test_a_notification_with_a_bad_signature_is_rejected(paid_notification):
+    tampered = paid_notification["body"].replace(b"total_amount=12.34", b"total_amount=0.01")
+    assert tampered != paid_notification["body"]
+    response = notify(paid_notification, tampered)
+    assert (response.status_code, response.content) == (400, b"fail")
+    assert charge_state(paid_notification["charge_id"]) == (ChargeStatus.PENDING, OrderStatus.CREATED, "")
+    assert Event.objects.count() == 0
+
+
+def test_a_notification_signed_by_someone_else_is_rejected(paid_notification):
+    from apps.core import crypto
+
+    fields = dict(parse_qsl(paid_notification["body"].decode()))
+    fields.pop("sign"), fields.pop("sign_type")
+    forged = alipay_protocol.notification_form(fields, crypto.private_key_pem(crypto.rsa_generate()))
+    response = notify(paid_notification, urlencode(forged).encode())
+    assert response.status_code == 400
+    assert charge_state(paid_notification["charge_id"]) == (ChargeStatus.PENDING, OrderStatus.CREATED, "")
+
+
+def test_a_duplicate_notification_changes_nothing(paid_notification):
+    assert notify(paid_notification).content == b"success"
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    before = (charge.paid_at, charge.transaction_no, ChargeTransition.objects.filter(charge=charge).count())
+    again = notify(paid_notification)
+    assert (again.status_code, again.content) == (200, b"success")
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    after = (charge.paid_at, charge.transaction_no, ChargeTransition.objects.filter(charge=charge).count())
+    assert after == before
+    assert Event.objects.count() == 1
+
+
+def test_a_notification_with_another_amount_flags_the_charge_and_pays_nothing(paid_notification):
+    response = notify(paid_notification, resigned(paid_notification, total_amount="12.35"))
+    assert response.content == b"success"
+    status, order_status, exception = charge_state(paid_notification["charge_id"])
+    assert (status, order_status, exception) == (
+        ChargeStatus.PENDING,
+        OrderStatus.CREATED,
+        ChargeException.AMOUNT_MISMATCH,
+    )
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    assert charge.exception_detail["provider_amount"] == 1235
+    assert charge.exception_detail["charge_amount"] == 1234
+    assert charge.paid_at is None
+    assert Event.objects.count() == 0
+
+
+def test_two_concurrent_notifications_make_one_transition_and_one_event(paid_notification):
+    barrier = threading.Barrier(2)
+    answers = []
+
+    def send():
+        barrier.wait()
+        answers.append(notify(paid_notification))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [(a.status_code, a.content) for a in answers] == [(200, b"success"), (200, b"success")]
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    assert charge.status == ChargeStatus.SUCCEEDED
+    assert ChargeTransition.objects.filter(charge=charge, target=ChargeStatus.SUCCEEDED).count() == 1
+    assert Event.objects.filter(type="charge.succeeded").count() == 1
+
+
+def test_a_notification_for_an_unknown_charge_is_not_acknowledged(paid_notification):
+    response = notify(paid_notification, resigned(paid_notification, out_trade_no="ch_unknown000000000000000"))
+    assert response.status_code == 404 or response.content != b"success"
+    assert Event.objects.count() == 0
