@@ -42,3 +42,10 @@ test: venv
 clean:
 	if [ -x $(VPY) ]; then $(VPY) scripts/services.py --stop; fi
 	rm -rf var/
+
+# Benchmarks (docs/benchmarks.md): POST /v1/charges against a signed baseline endpoint.
+.PHONY: bench bench-api
+bench: bench-api
+
+bench-api: venv
+	$(VPY) scripts/services.py -- $(VPY) bench/api_charge.py

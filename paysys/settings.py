@@ -112,6 +112,7 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "paysys")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep paysys log lines (with request ids) in the worker
 # Periodic sweeps: each app declares its own (a plain dict in <app>/schedule.py).
 from apps.events.schedule import BEAT_SCHEDULE as _EVENTS_BEAT  # noqa: E402
 from apps.sandbox.schedule import BEAT_SCHEDULE as _SANDBOX_BEAT  # noqa: E402

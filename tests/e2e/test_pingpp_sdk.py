@@ -13,7 +13,9 @@ import requests
 
 from apps.core import crypto
 from apps.core.services import platform_public_key_pem
+from apps.events.models import Event
 from apps.merchants.services import webhook_endpoint_create
+from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -71,6 +73,13 @@ def test_an_alipay_qr_charge_is_paid_end_to_end(sdk, merchant, receiver, celery_
     assert (event["object"], event["type"]) == ("event", "charge.succeeded")
     assert event["data"]["object"]["id"] == charge.id
     assert event["data"]["object"]["transaction_no"] == paid.transaction_no
+
+    # one request id follows the payment: the notification's id is on the event, the worker's log
+    # lines for the webhook task carry it, and the delivery names it
+    stored = Event.objects.get(public_id=event["id"])
+    assert stored.request_id and event["request"] == stored.request_id
+    assert delivered.headers.get("X-Request-Id") == stored.request_id
+    assert f"[{stored.request_id}]" in (ROOT / "var" / "test-celery-worker.log").read_text()
 
 
 def test_charge_list_pages_with_the_sdk(sdk, merchant):

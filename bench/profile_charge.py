@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Where the time of POST /v1/charges goes: ~200 charge creations in-process under pyinstrument.
+
+    .venv/bin/python scripts/services.py -- .venv/bin/python bench/profile_charge.py [-n 200]
+
+Same set-up as bench/api_charge.py (database `paysys_bench`, demo_seed, bench.urls), with the
+provider sandbox as a real gunicorn over HTTP, as in production a provider is; the API runs
+in this process through Django's test Client (full middleware, DRF authentication, request
+signature and replay check, response signature), one signed request after another. Prints the
+wall time per charge, pyinstrument's call tree and the top functions by inclusive and by self
+time, and writes the HTML profile to var/bench/profile_charge.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.api_charge import (  # noqa: E402
+    CHARGES_PATH,
+    PING_PATH,
+    PY,
+    GunicornConfig,
+    Interrupted,
+    Server,
+    _on_signal,
+    create_ping_table,
+    free_port,
+    gunicorn_cmd,
+    log,
+    prepare_database,
+    run_step,
+)
+
+
+def aggregate(root) -> tuple[dict, dict]:
+    """Inclusive time (not double-counted under recursion) and self time per function."""
+    inclusive: dict[str, float] = defaultdict(float)
+    self_time: dict[str, float] = defaultdict(float)
+
+    def name_of(frame) -> str:
+        return f"{frame.function}  {frame.file_path_short}:{frame.line_no}"
+
+    def walk(frame, active: set[str]) -> None:
+        key = f"[{frame.identifier.split(chr(0))[0]}]" if frame.is_synthetic else name_of(frame)
+        self_time[key] += frame.total_self_time
+        added = key not in active
+        if added:
+            inclusive[key] += frame.time
+            active.add(key)
+        for child in frame.children:
+            walk(child, active)
+        if added:
+            active.discard(key)
+
+    walk(root, set())
+    return inclusive, self_time
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--count", type=int, default=200, help="charges to profile (200)")
+    parser.add_argument("--warmup", type=int, default=20, help="unprofiled charges first (20)")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--endpoint", choices=("charges", "ping"), default="charges")
+    args = parser.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url:
+        log("DATABASE_URL is not set: run me under scripts/services.py")
+        return 2
+    var = Path(os.environ.get("PAYSYS_VAR_DIR") or ROOT / "var").resolve() / "bench"
+    var.mkdir(parents=True, exist_ok=True)
+    sandbox_port = free_port()
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    server = None
+    try:
+        bench_url = prepare_database(server_url, fresh=False)
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": bench_url,
+            "PAYSYS_URLCONF": "bench.urls",
+            "PAYSYS_PUBLIC_URL": "http://127.0.0.1:8000",
+            "DJANGO_SETTINGS_MODULE": "paysys.settings",
+            "CACHE_KEY_PREFIX": "paysys-bench",
+            "PYTHONUNBUFFERED": "1",
+        })  # fmt: skip
+        manage = [PY, str(ROOT / "manage.py")]
+        run_step("migrate", [*manage, "migrate", "--noinput", "--verbosity", "0"], env)
+        create_ping_table(bench_url)
+        demo_path = var / "profile-demo.json"
+        # Same app and keys as api_charge (copied), sandbox account re-pointed at this sandbox.
+        shared = var / "demo.json"
+        if shared.exists() and not demo_path.exists():
+            demo_path.write_text(shared.read_text())
+        run_step("demo_seed", [*manage, "demo_seed", "--sandbox-base", sandbox, "--out", str(demo_path)], env)
+        demo = json.loads(demo_path.read_text())
+        server = Server("sandbox", gunicorn_cmd(GunicornConfig("gthread", 2, 8), sandbox_port, "paysys-bench-sandbox"),
+                        env, var / "profile-sandbox.log")  # fmt: skip
+        server.wait_ready(f"{sandbox}/sandbox/")
+
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        from django.test import Client
+        from pyinstrument import Profiler
+
+        from apps.core import crypto
+
+        private_pem = Path(demo["merchant_private_key_path"]).read_text()
+        client = Client()
+        path = CHARGES_PATH if args.endpoint == "charges" else PING_PATH
+        tag = uuid.uuid4().hex[:8]
+
+        def one(n: int) -> None:
+            if path == CHARGES_PATH:
+                payload = {
+                    "order_no": f"p{tag}x{n}", "app": {"id": demo["app_id"]}, "channel": "alipay_qr", "amount": 100,
+                    "currency": "cny", "client_ip": "127.0.0.1", "subject": "bench", "body": "bench",
+                }  # fmt: skip
+            else:
+                payload = {"nonce": f"{tag}-{n}"}
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            ts = str(int(time.time()))
+            headers = {
+                "Authorization": f"Bearer {demo['test_secret_key']}",
+                "Pingplusplus-Request-Timestamp": ts,
+                "Pingplusplus-Signature": crypto.rsa_sign(private_pem, body + path.encode() + ts.encode()),
+            }
+            resp = client.generic("POST", path, body, content_type="application/json", headers=headers)
+            if resp.status_code != 200:
+                raise RuntimeError(f"{path} answered {resp.status_code}: {resp.content[:500]!r}")
+
+        for n in range(args.warmup):
+            one(-n - 1)
+        profiler = Profiler(interval=0.0005)
+        t0 = time.perf_counter()
+        profiler.start()
+        for n in range(args.count):
+            one(n)
+        profiler.stop()
+        wall = time.perf_counter() - t0
+
+        print(profiler.output_text(unicode=True, color=False, show_all=False))
+        html = var / f"profile_{args.endpoint}.html"
+        html.write_text(profiler.output_html())
+        inclusive, self_time = aggregate(profiler.last_session.root_frame())
+        print(f"\n{args.count} x POST {path} in-process (sandbox over HTTP): {wall:.2f}s, "
+              f"{wall / args.count * 1000:.1f} ms per request (profiled)")  # fmt: skip
+        print(f"\ntop {args.top} by inclusive time (ms per request, % of total):")
+        for key, t in sorted(inclusive.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"  {t / args.count * 1000:7.2f} ms {t / wall * 100:5.1f}%  {key}")
+        print(f"\ntop {args.top} by self time (ms per request, % of total):")
+        for key, t in sorted(self_time.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"  {t / args.count * 1000:7.2f} ms {t / wall * 100:5.1f}%  {key}")
+        print(f"\nHTML profile: {html}")
+        return 0
+    except (KeyboardInterrupt, Interrupted):
+        log("interrupted, stopping")
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if server is not None:
+            server.stop()
+            log("stopped sandbox")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
