@@ -114,10 +114,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep paysys log lines (with request ids) in the worker
 # Periodic sweeps: each app declares its own (a plain dict in <app>/schedule.py).
+from apps.core.schedule import BEAT_SCHEDULE as _CORE_BEAT  # noqa: E402
 from apps.events.schedule import BEAT_SCHEDULE as _EVENTS_BEAT  # noqa: E402
 from apps.sandbox.schedule import BEAT_SCHEDULE as _SANDBOX_BEAT  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = {**_EVENTS_BEAT, **_SANDBOX_BEAT}
+CELERY_BEAT_SCHEDULE = {**_CORE_BEAT, **_EVENTS_BEAT, **_SANDBOX_BEAT}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -130,6 +131,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+WHITENOISE_USE_FINDERS = True  # serve app static files even before collectstatic has run
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -160,6 +162,7 @@ PAYSYS_SIGNATURE_TOLERANCE_SECONDS = 300
 PAYSYS_CHANNEL_TIMEOUT_SECONDS = float(os.environ.get("PAYSYS_CHANNEL_TIMEOUT_SECONDS", "10"))
 PAYSYS_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("PAYSYS_WEBHOOK_TIMEOUT_SECONDS", "10"))
 PAYSYS_CHARGE_DEFAULT_EXPIRY_SECONDS = 86400
+PAYSYS_IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("PAYSYS_IDEMPOTENCY_KEY_TTL_HOURS", "24"))
 
 LOGGING = {
     "version": 1,

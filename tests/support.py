@@ -36,11 +36,19 @@ class MerchantClient:
         self.creds = creds
         self.key = creds.live_secret_key if livemode else creds.test_secret_key
         self.sign = sign
+        self._last_timestamp = 0
+
+    def _timestamp(self) -> int:
+        """A fresh second per request: an identical request signed in the same second is a replay."""
+        self._last_timestamp = max(int(time.time()), self._last_timestamp + 1)
+        return self._last_timestamp
 
     def headers(self, body: bytes, uri: str, **overrides) -> dict:
         headers = {"Authorization": f"Bearer {self.key}"}
         if self.sign:
-            headers.update(sign_headers(private_pem=self.creds.private_pem, body=body, uri=uri))
+            headers.update(
+                sign_headers(private_pem=self.creds.private_pem, body=body, uri=uri, timestamp=self._timestamp())
+            )
         headers.update(overrides)
         return headers
 

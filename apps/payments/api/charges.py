@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from apps.core.api import ListQuerySerializer, bool_param, list_object
 from apps.core.errors import InvalidRequest
+from apps.core.idempotency import idempotent
 from apps.payments import selectors, services
 from apps.payments.api.serializers import ChargeCreateSerializer
 from apps.payments.exceptions import AppMismatch
@@ -46,6 +47,7 @@ class ChargeCollectionApi(APIView):
     """POST creates a charge; GET lists the app's charges, newest first."""
 
     @extend_schema(request=ChargeCreateSerializer, responses={200: OpenApiTypes.OBJECT}, operation_id="charge_create")
+    @idempotent
     def post(self, request):
         principal = request.user
         serializer = ChargeCreateSerializer(data=request.data)
