@@ -6,8 +6,10 @@ nothing of paysys models: callers pass an `AccountConfig` and plain values.
 
 import abc
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from typing import BinaryIO
 
 from moneyed import Money
 
@@ -64,6 +66,65 @@ class PaymentResult:
 
 
 @dataclass(frozen=True)
+class RefundRequest:
+    out_trade_no: str  # the charge's id
+    transaction_no: str  # the provider's trade no
+    out_refund_no: str  # paysys's refund id, unique per provider account
+    amount: Money  # this refund
+    total_amount: Money  # the original payment
+    reason: str
+    notify_url: str
+
+
+class RefundStatus(enum.StrEnum):
+    NOT_FOUND = "not_found"
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """The provider's statement about one refund (answer to refund, refund query or notification)."""
+
+    out_refund_no: str
+    status: RefundStatus
+    out_trade_no: str = ""
+    refund_no: str | None = None
+    amount: Money | None = None
+    succeeded_at: datetime | None = None
+    failure_code: str = ""
+    failure_msg: str = ""
+    raw: dict = field(default_factory=dict)
+
+
+class BillLineKind(enum.StrEnum):
+    PAYMENT = "payment"
+    REFUND = "refund"
+
+
+@dataclass(frozen=True)
+class BillLine:
+    """One line of a provider's daily bill, in paysys's standard form.
+
+    Amounts are positive Money for both kinds; `kind` says which way money moved. `out_trade_no`
+    is paysys's charge id; `out_refund_no` is paysys's refund id on refund lines.
+    """
+
+    provider: str
+    account_id: int
+    trade_no: str
+    out_trade_no: str
+    kind: BillLineKind
+    amount: Money
+    fee: Money
+    status: str
+    occurred_at: datetime
+    out_refund_no: str = ""
+    refund_no: str = ""
+
+
+@dataclass(frozen=True)
 class ProviderReply:
     """An HTTP answer in the form the provider expects (e.g. Alipay's plain `success`)."""
 
@@ -102,6 +163,14 @@ class NotificationInvalid(Exception):
     """A notification whose signature or content does not verify."""
 
 
+class BillNotReady(ChannelFailure):
+    """The provider has no bill for that day yet."""
+
+
+class BillInvalid(Exception):
+    """A bill file that is truncated, malformed or in the wrong encoding."""
+
+
 class ChannelAdapter(abc.ABC):
     provider: str
     methods: frozenset[str]
@@ -121,8 +190,27 @@ class ChannelAdapter(abc.ABC):
     def close_payment(self, *, out_trade_no: str) -> None: ...
 
     @abc.abstractmethod
-    def parse_notification(self, *, headers: dict, body: bytes, currency: str | None = None) -> PaymentResult:
+    def parse_notification(
+        self, *, headers: dict, body: bytes, currency: str | None = None
+    ) -> PaymentResult | RefundResult:
         """Verifies the provider's signature and returns what it states; NotificationInvalid if not."""
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        raise NotImplementedError(f"{self.provider}: not supported yet")
+
+    def query_refund(self, *, out_trade_no: str, out_refund_no: str, currency: str) -> RefundResult:
+        raise NotImplementedError(f"{self.provider}: not supported yet")
+
+    def download_bill(self, *, bill_date: date, dest: BinaryIO) -> str:
+        """Writes the provider's raw bill file for a day to `dest`; returns its file name.
+
+        BillNotReady when the provider has not published it yet (retry later).
+        """
+        raise NotImplementedError(f"{self.provider}: not supported yet")
+
+    def parse_bill(self, source: BinaryIO) -> Iterator[BillLine]:
+        """Streams standard bill lines out of a raw bill file; BillInvalid on a malformed file."""
+        raise NotImplementedError(f"{self.provider}: not supported yet")
 
     @abc.abstractmethod
     def notification_ack(self) -> ProviderReply: ...

@@ -1,8 +1,3 @@
-"""The sandbox's own records: what a provider keeps on its side of the wire.
-
-The sandbox is an outside system served by the same process: nothing here refers to paysys's
-models, and paysys reaches it over HTTP only.
-"""
 
 from django.db import models
 
