@@ -49,3 +49,8 @@ bench: bench-api
 
 bench-api: venv
 	$(VPY) scripts/services.py -- $(VPY) bench/api_charge.py
+
+# Webhook delivery throughput (docs/bench-webhooks.md): Celery worker vs one process of bare signed POSTs.
+.PHONY: bench-webhooks
+bench-webhooks: venv
+	$(VPY) scripts/services.py -- $(VPY) bench/webhooks.py

@@ -24,10 +24,13 @@ def receiver():
 def _fresh_platform_key_cache():
     """Tests roll back or flush the platform key row; the per-process key cache must follow."""
     from apps.core.services import platform_key_cache_clear
+    from apps.merchants.selectors import api_key_cache_clear
 
     platform_key_cache_clear()
+    api_key_cache_clear()
     yield
     platform_key_cache_clear()
+    api_key_cache_clear()
 
 
 @pytest.fixture

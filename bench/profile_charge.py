@@ -51,19 +51,22 @@ def aggregate(root) -> tuple[dict, dict]:
     def name_of(frame) -> str:
         return f"{frame.function}  {frame.file_path_short}:{frame.line_no}"
 
-    def walk(frame, active: set[str]) -> None:
-        key = f"[{frame.identifier.split(chr(0))[0]}]" if frame.is_synthetic else name_of(frame)
+    def walk(frame, parent_key: str, active: set[str]) -> None:
+        if frame.is_synthetic:  # pyinstrument's "[self]" leaf: time spent in the parent itself
+            self_time[parent_key] += frame.time
+            return
+        key = name_of(frame)
         self_time[key] += frame.total_self_time
         added = key not in active
         if added:
             inclusive[key] += frame.time
             active.add(key)
         for child in frame.children:
-            walk(child, active)
+            walk(child, key, active)
         if added:
             active.discard(key)
 
-    walk(root, set())
+    walk(root, "<root>", set())
     return inclusive, self_time
 
 
@@ -145,6 +148,14 @@ def main(argv: list[str]) -> int:
 
         for n in range(args.warmup):
             one(-n - 1)
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as queries:
+            one(-1000)
+        print(f"SQL statements for one POST {path}: {len(queries.captured_queries)}")
+        for q in queries.captured_queries:
+            print(f"  {q['time']:>6}s  {q['sql'][:150]}")
         profiler = Profiler(interval=0.0005)
         t0 = time.perf_counter()
         profiler.start()

@@ -45,7 +45,9 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.merchants",
     "apps.events",
+    "apps.ledger",
     "apps.channels",
+    "apps.routing",
     "apps.orders",
     "apps.payments",
     "apps.sandbox",
@@ -116,9 +118,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep paysys log lines (with request 
 # Periodic sweeps: each app declares its own (a plain dict in <app>/schedule.py).
 from apps.core.schedule import BEAT_SCHEDULE as _CORE_BEAT  # noqa: E402
 from apps.events.schedule import BEAT_SCHEDULE as _EVENTS_BEAT  # noqa: E402
+from apps.ledger.schedule import BEAT_SCHEDULE as _LEDGER_BEAT  # noqa: E402
+from apps.payments.schedule import BEAT_SCHEDULE as _PAYMENTS_BEAT  # noqa: E402
 from apps.sandbox.schedule import BEAT_SCHEDULE as _SANDBOX_BEAT  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = {**_CORE_BEAT, **_EVENTS_BEAT, **_SANDBOX_BEAT}
+CELERY_BEAT_SCHEDULE = {**_CORE_BEAT, **_EVENTS_BEAT, **_LEDGER_BEAT, **_PAYMENTS_BEAT, **_SANDBOX_BEAT}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -162,7 +166,15 @@ PAYSYS_SIGNATURE_TOLERANCE_SECONDS = 300
 PAYSYS_CHANNEL_TIMEOUT_SECONDS = float(os.environ.get("PAYSYS_CHANNEL_TIMEOUT_SECONDS", "10"))
 PAYSYS_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("PAYSYS_WEBHOOK_TIMEOUT_SECONDS", "10"))
 PAYSYS_CHARGE_DEFAULT_EXPIRY_SECONDS = 86400
+# Ledger (docs/ledger.md): day cut (日切) time and zone, default settlement delay (T+N days),
+# balance slots per hot account.
+PAYSYS_DAY_CUT_TIME = os.environ.get("PAYSYS_DAY_CUT_TIME", "00:00")
+PAYSYS_DAY_CUT_ZONE = os.environ.get("PAYSYS_DAY_CUT_ZONE", "Asia/Shanghai")
+PAYSYS_SETTLEMENT_DELAY_DAYS = int(os.environ.get("PAYSYS_SETTLEMENT_DELAY_DAYS", "1"))
+PAYSYS_LEDGER_HOT_SLOTS = int(os.environ.get("PAYSYS_LEDGER_HOT_SLOTS", "16"))
 PAYSYS_IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("PAYSYS_IDEMPOTENCY_KEY_TTL_HOURS", "24"))
+# Routing (docs/routing.md): the HMAC key of card fingerprints (empty: derived from SECRET_KEY).
+PAYSYS_CARD_FINGERPRINT_KEY = os.environ.get("PAYSYS_CARD_FINGERPRINT_KEY", "")
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,11 @@ import json
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.urls import path, reverse
+from django.utils.html import format_html
 
+from apps.channels import health_views
 from apps.channels.models import ChannelAccount
 
 
@@ -40,10 +44,11 @@ class ChannelAccountForm(forms.ModelForm):
 @admin.register(ChannelAccount)
 class ChannelAccountAdmin(admin.ModelAdmin):
     form = ChannelAccountForm
-    list_display = ["name", "provider", "livemode", "enabled", "priority", "methods", "base_url"]
+    change_list_template = "channels/channelaccount_change_list.html"
+    list_display = ["name", "provider", "livemode", "enabled", "priority", "methods", "base_url", "health_link"]
     list_filter = ["provider", "livemode", "enabled"]
     search_fields = ["name"]
-    readonly_fields = ["credential_keys", "created_at"]
+    readonly_fields = ["credential_keys", "created_at", "health_link"]
 
     @admin.display(description="stored credential fields")
     def credential_keys(self, obj):
@@ -51,3 +56,26 @@ class ChannelAccountAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="health")
+    def health_link(self, obj):
+        if not obj or not obj.pk:
+            return "—"
+        return format_html(
+            '<a href="{}">channel health</a>', reverse("admin:channels_channelaccount_health", args=[obj.pk])
+        )
+
+    def get_urls(self):
+        def view(func):
+            def wrapped(request, *args, **kw):
+                if not self.has_view_permission(request):
+                    raise PermissionDenied
+                return func(request, *args, model_admin=self, **kw)
+
+            return self.admin_site.admin_view(wrapped)
+
+        return [
+            path("health/", view(health_views.health_overview), name="channels_channelaccount_health_overview"),
+            path("<int:account_id>/health/", view(health_views.health_detail), name="channels_channelaccount_health"),
+            *super().get_urls(),
+        ]

@@ -9,6 +9,9 @@ METHOD_PROVIDERS: dict[str, str] = {
     "wx_wap": "wechatpay",
     "upacp_pc": "unionpay",
     "upacp_wap": "unionpay",
+    # Card payments where the card's bank decides: any acquirer whose account lists the bank
+    # (routing's BIN table and policies); "unionpay" is the usual acquirer network.
+    "bank_card": "unionpay",
 }
 
 

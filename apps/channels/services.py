@@ -2,11 +2,15 @@ from django.conf import settings
 
 from apps.channels.adapters import adapter_class
 from apps.channels.adapters.base import AccountConfig, ChannelAdapter
+from apps.channels.calllog import LoggedAdapter
 from apps.channels.models import ChannelAccount
 
 
 def adapter_for(account: ChannelAccount) -> ChannelAdapter:
-    """The provider adapter configured for one channel account."""
+    """The provider adapter configured for one channel account.
+
+    Wrapped in the call-log proxy: every outbound call is timed and recorded (apps.channels.calllog).
+    """
     config = AccountConfig(
         id=account.pk,
         provider=account.provider,
@@ -15,7 +19,7 @@ def adapter_for(account: ChannelAccount) -> ChannelAdapter:
         livemode=account.livemode,
         timeout_seconds=settings.PAYSYS_CHANNEL_TIMEOUT_SECONDS,
     )
-    return adapter_class(account.provider)(config)
+    return LoggedAdapter(adapter_class(account.provider)(config))
 
 
 def notify_url_for(account: ChannelAccount) -> str:

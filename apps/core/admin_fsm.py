@@ -23,12 +23,16 @@ class ServiceTransitionAdminMixin(FSMAdminMixin):
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None) -> bool:
         service = self.fsm_services.get(transition_name)
         if service is None:
-            self.message_user(request, f"'{transition_name}' is not offered here.", level=messages.ERROR)
+            self.message_user(request, f"'{transition_name}' is not a console action.", level=messages.ERROR)
             return False
         try:
-            service(obj=obj, by=request.user.get_username(), **(kwargs or {}))
+            service(obj=obj, by=f"admin:{request.user.get_username()}", **(kwargs or {}))
         except (PaysysError, TransitionNotAllowed, ConcurrentTransition) as err:
             self.message_user(request, f"'{transition_name}' failed: {err}", level=messages.ERROR)
             return False
         self.message_user(request, f"'{transition_name}' done.", level=messages.SUCCESS)
         return True
+
+    def save_model(self, request, obj, form, change):
+        # Every field is read-only here; saving a possibly stale row would race the services.
+        pass

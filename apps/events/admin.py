@@ -1,10 +1,9 @@
 import json
 
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
 from django.utils.html import format_html
-from django_fsm.admin import FSMAdminMixin
 
+from apps.core.admin_fsm import ServiceTransitionAdminMixin
 from apps.events.exceptions import WebhookDeliveryNotResendable
 from apps.events.models import Event, WebhookDelivery, WebhookDeliveryTransition
 from apps.events.services import webhook_delivery_resend
@@ -63,10 +62,11 @@ class WebhookDeliveryTransitionInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(FSMAdminMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     """State changes only through the services: the Resend button and action call the resend service."""
 
     fsm_fields = ["status"]
+    fsm_services = {"resend": lambda *, obj, by: webhook_delivery_resend(delivery_id=obj.pk, by=by)}
     list_display = [
         "pk", "event", "endpoint", "status", "attempts", "next_attempt_at", "last_status_code", "last_attempt_at",
     ]  # fmt: skip
@@ -94,27 +94,6 @@ class WebhookDeliveryAdmin(FSMAdminMixin, admin.ModelAdmin):
         self.message_user(request, f"Resent {resent} deliveries.", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} that are not failing or dead.", messages.WARNING)
-
-    def response_change(self, request, obj):
-        # The transition buttons post `_fsm_transition_to`; route them through the service (audit row,
-        # enqueue on commit) instead of django-fsm's default of calling the method and saving.
-        transition_name = request.POST.get(self.fsm_post_param)
-        if not transition_name:
-            return super().response_change(request, obj)
-        if transition_name != "resend":
-            self.message_user(request, f"'{transition_name}' is not a console action.", messages.ERROR)
-        else:
-            try:
-                webhook_delivery_resend(delivery_id=obj.pk, by=_by(request))
-            except WebhookDeliveryNotResendable as exc:
-                self.message_user(request, exc.message, messages.ERROR)
-            else:
-                self.message_user(request, "The delivery is pending and will be sent now.", messages.SUCCESS)
-        return HttpResponseRedirect(request.path)
-
-    def save_model(self, request, obj, form, change):
-        # Nothing here is editable; saving the (possibly stale) row would race the sender.
-        pass
 
     def has_add_permission(self, request):
         return False

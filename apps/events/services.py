@@ -33,6 +33,7 @@ GIVE_UP_AFTER = timedelta(days=3)
 BACKOFF_FACTOR_SECONDS = 5
 BACKOFF_MAXIMUM_SECONDS = 6 * 3600
 SWEEP_BATCH_SIZE = 500
+SEND_BATCH_SIZE = 20  # deliveries per send task from the sweep: claim and record are set-based
 SENDER = "system:webhook-sender"
 USER_AGENT = "paysys-webhooks/1"
 
@@ -99,26 +100,32 @@ def event_create(*, app: App, type: str, livemode: bool, data_object: dict, requ
 # --- sending -------------------------------------------------------------------------------------
 
 
-def _webhook_delivery_claim(*, delivery_id: int) -> WebhookDelivery | None:
-    """Takes a due delivery for one attempt, or None when it is not due or someone else has it.
+def _webhook_deliveries_claim(*, delivery_ids: list[int]) -> list[WebhookDelivery]:
+    """Takes the due ones among these deliveries for one attempt each; the others are not ours.
 
-    Moving `next_attempt_at` forward by the lease is the claim: no other sender sees the delivery
-    as due until this attempt is recorded or the lease runs out (the sender died).
+    Moving `next_attempt_at` forward by the lease is the claim: no other sender sees a delivery as
+    due until this attempt is recorded or the lease runs out (the sender died). SKIP LOCKED: a
+    delivery another sender is claiming right now is simply left to it.
     """
     now = timezone.now()
     with transaction.atomic():
-        delivery = (
+        deliveries = list(
             WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("event", "endpoint")
-            .filter(pk=delivery_id, status__in=OPEN_STATUSES, next_attempt_at__lte=now)
-            .first()
+            .filter(pk__in=delivery_ids, status__in=OPEN_STATUSES, next_attempt_at__lte=now)
+            .order_by("pk")
         )
-        if delivery is None:
-            return None
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            next_attempt_at=now + _lease(), last_attempt_at=now, attempts=F("attempts") + 1
-        )
-    return delivery
+        if deliveries:
+            WebhookDelivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+                next_attempt_at=now + _lease(), last_attempt_at=now, attempts=F("attempts") + 1
+            )
+    for delivery in deliveries:
+        delivery.attempts += 1
+    return deliveries
+
+
+# One HTTP session per worker process: connections to merchants' servers are kept alive.
+_http = requests.Session()
 
 
 def _webhook_post(*, url: str, body: bytes, request_id: str) -> tuple[int | None, str]:
@@ -131,7 +138,7 @@ def _webhook_post(*, url: str, body: bytes, request_id: str) -> tuple[int | None
     }
     try:
         # stream=True and close(): the merchant's answer body is never read, only its status.
-        with requests.post(
+        with _http.post(
             url,
             data=body,
             headers=headers,
@@ -145,18 +152,35 @@ def _webhook_post(*, url: str, body: bytes, request_id: str) -> tuple[int | None
     return status_code, "" if 200 <= status_code < 300 else f"HTTP {status_code}"
 
 
-def _webhook_delivery_record(*, delivery_id: int, status_code: int | None, error: str) -> WebhookDelivery:
-    """Records one attempt's outcome: delivered on 2xx, else failing with backoff, or dead when old."""
+def _webhook_deliveries_record_delivered(*, delivered: list[tuple[WebhookDelivery, int]]) -> None:
+    """Records the 2xx attempts in one statement (set-based: the FSM's `deliver` per row would
+    lock, load and save each row) plus their audit rows. Rows changed meanwhile are left alone."""
+    now = timezone.now()
+    with transaction.atomic():
+        for status_code in {code for _, code in delivered}:
+            ids = [d.pk for d, code in delivered if code == status_code]
+            WebhookDelivery.objects.filter(pk__in=ids, status__in=OPEN_STATUSES).update(
+                status=WebhookDeliveryStatus.DELIVERED, delivered_at=now, last_status_code=status_code,
+                last_error="", next_attempt_at=None,
+            )  # fmt: skip
+        WebhookDeliveryTransition.objects.bulk_create(
+            WebhookDeliveryTransition(
+                delivery=d, source=d.status, target=WebhookDeliveryStatus.DELIVERED, by=SENDER,
+                request_id=current_request_id(),
+            )
+            for d, _ in delivered
+        )  # fmt: skip
+
+
+def _webhook_delivery_record_failure(*, delivery_id: int, status_code: int | None, error: str) -> WebhookDelivery:
+    """A failed attempt: failing with backoff, or dead once the event is three days old."""
     now = timezone.now()
     with transaction.atomic():
         delivery = WebhookDelivery.objects.select_for_update(of=("self",)).select_related("event").get(pk=delivery_id)
         if delivery.status not in OPEN_STATUSES:
-            # Changed meanwhile (never by the sender itself); the attempt is history only.
-            return delivery
+            return delivery  # changed meanwhile (never by the sender itself); the attempt is history only
         source = delivery.status
-        if status_code is not None and 200 <= status_code < 300:
-            delivery.deliver(at=now, status_code=status_code)
-        elif now - delivery.event.created_at >= GIVE_UP_AFTER:
+        if now - delivery.event.created_at >= GIVE_UP_AFTER:
             delivery.give_up(status_code=status_code, error=error)
         else:
             backoff = get_exponential_backoff_interval(
@@ -171,29 +195,38 @@ def _webhook_delivery_record(*, delivery_id: int, status_code: int | None, error
     return delivery
 
 
-def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
-    """Sends a due delivery once and records the outcome; None when it was not ours to send.
+def webhook_deliveries_attempt(*, delivery_ids: list[int]) -> int:
+    """Sends each due delivery among these once and records the outcomes; returns how many it sent.
 
-    Safe to run twice for one delivery (a duplicate task, a sweep racing the first task): only
-    the caller that claims it sends. Runs outside any transaction, so that no lock is held while
-    the merchant's server answers.
+    Safe to run twice for one delivery (a duplicate task, a sweep racing the first task): only the
+    caller that claims it sends. Runs outside any transaction, so that no lock is held while the
+    merchants' servers answer.
     """
     if transaction.get_connection().in_atomic_block:
-        raise RuntimeError("webhook_delivery_attempt must not run inside a transaction")
-    delivery = _webhook_delivery_claim(delivery_id=delivery_id)
-    if delivery is None:
+        raise RuntimeError("webhook deliveries must not run inside a transaction")
+    claimed = _webhook_deliveries_claim(delivery_ids=delivery_ids)
+    delivered = []
+    for delivery in claimed:
+        status_code, error = _webhook_post(
+            url=delivery.endpoint.url,
+            body=delivery.event.body.encode(),
+            request_id=delivery.request_id or current_request_id(),
+        )
+        logger.info("webhook delivery %s of %s: %s", delivery.pk, delivery.event.public_id, status_code or error)
+        if status_code is not None and 200 <= status_code < 300:
+            delivered.append((delivery, status_code))
+        else:
+            _webhook_delivery_record_failure(delivery_id=delivery.pk, status_code=status_code, error=error)
+    if delivered:
+        _webhook_deliveries_record_delivered(delivered=delivered)
+    return len(claimed)
+
+
+def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
+    """Sends one due delivery once; None when it was not ours to send (see the batch form)."""
+    if not webhook_deliveries_attempt(delivery_ids=[delivery_id]):
         return None
-    status_code, error = _webhook_post(
-        url=delivery.endpoint.url,
-        body=delivery.event.body.encode(),
-        request_id=delivery.request_id or current_request_id(),
-    )
-    delivery = _webhook_delivery_record(delivery_id=delivery.pk, status_code=status_code, error=error)
-    logger.info(
-        "webhook delivery %s of %s: %s (%s)",
-        delivery.pk, delivery.event.public_id, delivery.status, status_code or error,
-    )  # fmt: skip
-    return delivery
+    return WebhookDelivery.objects.select_related("event").get(pk=delivery_id)
 
 
 # --- the sweep -----------------------------------------------------------------------------------
@@ -218,14 +251,15 @@ def webhook_deliveries_claim_due(*, limit: int = SWEEP_BATCH_SIZE, now: datetime
 
 
 def webhook_deliveries_sweep(*, batch_size: int = SWEEP_BATCH_SIZE) -> int:
-    """Enqueues a send for every due delivery whose task was lost; returns how many."""
-    from apps.events.tasks import webhook_delivery_send
+    """Enqueues sends for every due delivery whose task was lost (or whose retry is due), in
+    batches of SEND_BATCH_SIZE per task; returns how many deliveries."""
+    from apps.events.tasks import webhook_deliveries_send
 
     enqueued = 0
     while True:
         ids = webhook_deliveries_claim_due(limit=batch_size)
-        for delivery_id in ids:
-            webhook_delivery_send.delay(delivery_id)
+        for start in range(0, len(ids), SEND_BATCH_SIZE):
+            webhook_deliveries_send.delay(ids[start : start + SEND_BATCH_SIZE])
         enqueued += len(ids)
         if len(ids) < batch_size:
             return enqueued

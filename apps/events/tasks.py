@@ -11,6 +11,11 @@ def webhook_delivery_send(delivery_id: int) -> None:
     services.webhook_delivery_attempt(delivery_id=delivery_id)
 
 
+@shared_task(name="apps.events.tasks.webhook_deliveries_send", acks_late=True, reject_on_worker_lost=True)
+def webhook_deliveries_send(delivery_ids: list[int]) -> None:
+    services.webhook_deliveries_attempt(delivery_ids=delivery_ids)
+
+
 @shared_task(name="apps.events.tasks.webhook_deliveries_sweep")
 def webhook_deliveries_sweep() -> int:
     return services.webhook_deliveries_sweep()

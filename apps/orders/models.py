@@ -8,6 +8,8 @@ from apps.merchants.models import App
 class OrderStatus(models.TextChoices):
     CREATED = "created"
     PAID = "paid"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
     CLOSED = "closed"
 
 
@@ -36,6 +38,16 @@ class Order(ConcurrentTransitionMixin, models.Model):
     def pay(self, *, paid_at):
         self.paid_at = paid_at
 
+    @transition(
+        field=status, source=[OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED], target=OrderStatus.PARTIALLY_REFUNDED
+    )
+    def refund_partially(self):
+        pass
+
+    @transition(field=status, source=[OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED], target=OrderStatus.REFUNDED)
+    def refund_fully(self):
+        pass
+
     @transition(field=status, source=OrderStatus.CREATED, target=OrderStatus.CLOSED)
     def close(self, *, closed_at):
         self.closed_at = closed_at
@@ -45,8 +57,8 @@ class OrderTransition(models.Model):
     """Audit row for every order state change."""
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="transitions")
-    source = models.CharField(max_length=16)
-    target = models.CharField(max_length=16)
+    source = models.CharField(max_length=32)
+    target = models.CharField(max_length=32)
     by = models.CharField(max_length=150)
     request_id = models.CharField(max_length=64, blank=True)
     at = models.DateTimeField(auto_now_add=True)

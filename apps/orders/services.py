@@ -60,3 +60,22 @@ def order_close(*, order: Order, by: str, request_id: str) -> None:
     order.close(closed_at=timezone.now())
     order.save()
     _audit(order, source, by=by, request_id=request_id)
+
+
+def order_record_refund(*, order: Order, fully_refunded: bool, by: str, request_id: str) -> None:
+    """A locked paid order after a refund succeeded: partially refunded, or refunded in full."""
+    source = order.status
+    if fully_refunded:
+        order.refund_fully()
+    else:
+        order.refund_partially()
+    order.save()
+    _audit(order, source, by=by, request_id=request_id)
+
+
+def order_close_if_unpayable(*, order: Order, open_charges: int, by: str, request_id: str) -> bool:
+    """Closes a locked, unpaid order once none of its charges can still succeed."""
+    if order.status != OrderStatus.CREATED or open_charges:
+        return False
+    order_close(order=order, by=by, request_id=request_id)
+    return True

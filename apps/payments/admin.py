@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from apps.core.admin_fsm import ServiceTransitionAdminMixin
-from apps.payments.models import Charge, ChargeTransition
+from apps.payments import queries, refunds
+from apps.payments.models import Charge, ChargeTransition, NotificationProblem, Refund, RefundTransition
 
 
 class ChargeTransitionInline(admin.TabularInline):
@@ -21,7 +22,8 @@ class ChargeTransitionInline(admin.TabularInline):
 @admin.register(Charge)
 class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
-    fsm_services = {}
+    fsm_services = {"close": lambda *, obj, by: queries.charge_expire(charge_id=obj.pk, by=by)}
+    actions = ["query_now"]
     list_display = ["public_id", "app", "livemode", "channel", "amount", "status", "exception", "created_at"]
     list_filter = ["status", "livemode", "channel", "exception"]
     search_fields = ["public_id", "order__order_no", "transaction_no", "request_id"]
@@ -56,6 +58,12 @@ class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     fields = readonly_fields
     inlines = [ChargeTransitionInline]
 
+    @admin.action(description="Query the channel now")
+    def query_now(self, request, queryset):
+        for charge in queryset[:100]:
+            result = queries.charge_query(charge_id=charge.pk)
+            self.message_user(request, f"{result.public_id}: {result.status}")
+
     @admin.display(description="exception detail")
     def exception_detail_pretty(self, obj):
         return format_html("<pre>{}</pre>", json.dumps(obj.exception_detail, indent=2, ensure_ascii=False))
@@ -64,4 +72,54 @@ class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class RefundTransitionInline(admin.TabularInline):
+    model = RefundTransition
+    fields = ["at", "source", "target", "by", "request_id", "detail"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+def _retry_refund(*, obj, by):
+    refunds.refund_retry(refund_id=obj.pk, by=by)
+
+
+@admin.register(Refund)
+class RefundAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
+    fsm_fields = ["status"]
+    fsm_services = {"retry": _retry_refund}
+    list_display = ["public_id", "charge", "amount", "status", "automatic", "failure_code", "created_at"]
+    list_filter = ["status", "automatic"]
+    search_fields = ["public_id", "charge__public_id", "transaction_no", "request_id"]
+    list_select_related = ["charge"]
+    readonly_fields = [
+        "public_id", "charge", "amount", "status", "automatic", "description", "metadata", "transaction_no",
+        "failure_code", "failure_msg", "succeeded_at", "submitted_at", "next_query_at", "query_attempts",
+        "request_id", "created_at",
+    ]  # fmt: skip
+    fields = readonly_fields
+    inlines = [RefundTransitionInline]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(NotificationProblem)
+class NotificationProblemAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "kind", "provider", "channel_account", "reference", "detail", "resolved"]
+    list_filter = ["kind", "provider", "resolved"]
+    search_fields = ["reference", "request_id"]
+    readonly_fields = ["kind", "provider", "channel_account", "reference", "detail", "request_id", "received_at"]
+    fields = [*readonly_fields, "resolved"]
+
+    def has_add_permission(self, request):
         return False

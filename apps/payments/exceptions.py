@@ -26,3 +26,23 @@ class ChannelOutcomeUnknown(ChannelError):
 
 class AppMismatch(InvalidRequest):
     default_code = "app_mismatch"
+
+
+class RefundNotFound(NotFound):
+    default_code = "refund_not_found"
+
+
+class ChargeNotRefundable(InvalidRequest):
+    default_code = "charge_not_paid"
+
+
+class ChargeAlreadyRefunded(InvalidRequest):
+    default_code = "charge_refunded"
+
+
+class AmountExceedsRefundable(InvalidRequest):
+    default_code = "amount_exceeds_refundable"
+
+
+class ChargeAlreadyPaid(InvalidRequest):
+    default_code = "charge_paid"

@@ -10,7 +10,7 @@ query or notification settles it. Lock order: charge, then its order.
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -29,15 +29,23 @@ from apps.channels.adapters.base import (
 )
 from apps.channels.catalog import is_known_method
 from apps.channels.models import ChannelAccount
-from apps.channels.selectors import channel_account_for_method
 from apps.channels.services import adapter_for, notify_url_for
 from apps.core.money import to_minor
 from apps.events.services import event_create
+from apps.ledger import services as ledger
 from apps.merchants.models import App
-from apps.orders.services import order_get_or_create_for_charge, order_lock, order_mark_paid
+from apps.orders.services import (
+    order_close_if_unpayable,
+    order_get_or_create_for_charge,
+    order_lock,
+    order_mark_paid,
+)
 from apps.payments import exceptions as errors
+from apps.payments.due import query_delay
 from apps.payments.models import OPEN_STATUSES, Charge, ChargeException, ChargeStatus, ChargeTransition
 from apps.payments.wire import charge_to_wire
+from apps.routing.cards import card_from_extra
+from apps.routing.services import Route, failover_allowed, route_open
 
 logger = logging.getLogger(__name__)
 
@@ -71,58 +79,105 @@ def charge_lock(*, charge_id: int) -> Charge:
     return Charge.objects.select_for_update().select_related("app", "order").get(pk=charge_id)
 
 
-def _choose_account(*, params: ChargeParams, livemode: bool) -> ChannelAccount:
+def _route(*, app: App, livemode: bool, params: ChargeParams, request_id: str) -> tuple[ChargeParams, Route]:
+    """Routing's decision for the charge; the card number leaves `extra` here and is never stored."""
     if not is_known_method(params.channel):
         raise errors.ChannelUnsupported(f"Unknown channel: {params.channel!r}.", param="channel")
-    account = channel_account_for_method(method=params.channel, currency=params.amount.currency.code, livemode=livemode)
-    if account is None:
-        raise errors.ChannelUnavailable(
-            f"No channel account serves {params.channel} in {params.amount.currency.code} "
-            f"({'live' if livemode else 'test'} mode).",
-            param="channel",
-        )
-    return account
+    card, extra = card_from_extra(method=params.channel, extra=params.extra)
+    params = replace(params, extra=extra)
+    route = route_open(
+        app=app, livemode=livemode, method=params.channel, amount=params.amount, card=card, request_id=request_id
+    )
+    return params, route
+
+
+def _no_account(params: ChargeParams, livemode: bool, route: Route) -> errors.ChannelUnavailable:
+    return errors.ChannelUnavailable(
+        f"No channel account can serve {params.channel} in {params.amount.currency.code} "
+        f"({'live' if livemode else 'test'} mode): {route.explain()}.",
+        param="channel",
+    )
 
 
 def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id: str) -> Charge:
-    """Creates a charge and asks the provider for the payer's credential (three phases)."""
-    account = _choose_account(params=params, livemode=livemode)
-    charge = charge_open(app=app, livemode=livemode, params=params, account=account, request_id=request_id)
+    """Creates a charge and asks the provider for the payer's credential (three phases).
+
+    Routing ranks the accounts; if the chosen one fails before the payer is involved (not reached,
+    or 5xx) the charge moves to the next one (failover), each attempt in the decision record.
+    """
+    params, route = _route(app=app, livemode=livemode, params=params, request_id=request_id)
+    account = route.next_account()
+    if account is None:
+        raise _no_account(params, livemode, route)
     try:
-        created = adapter_for(account).create_payment(
-            PaymentRequest(
-                out_trade_no=charge.public_id,
-                method=charge.channel,
-                amount=charge.amount,
-                subject=charge.subject,
-                body=charge.body,
-                client_ip=charge.client_ip,
-                time_expire=charge.time_expire,
-                notify_url=notify_url_for(account),
-                extra=charge.extra,
+        charge = charge_open(app=app, livemode=livemode, params=params, account=account, request_id=request_id)
+    except BaseException:
+        route.abandon()
+        raise
+    route.bind(charge_id=charge.public_id)
+    while True:
+        try:
+            created = adapter_for(account).create_payment(
+                PaymentRequest(
+                    out_trade_no=charge.public_id,
+                    method=route.provider_method(account),
+                    amount=charge.amount,
+                    subject=charge.subject,
+                    body=charge.body,
+                    client_ip=charge.client_ip,
+                    time_expire=charge.time_expire,
+                    notify_url=notify_url_for(account),
+                    extra=charge.extra,
+                    requested_at=charge.created_at,
+                )
             )
-        )
-    except ChannelTimeout as exc:
-        logger.warning("charge %s: provider create timed out; outcome unknown", charge.public_id)
-        raise errors.ChannelOutcomeUnknown(
-            f"The channel did not answer in time; charge {charge.public_id} will be settled by query."
-        ) from exc
-    except (ChannelUnavailable, ChannelRejected, ChannelResponseInvalid) as exc:
-        charge_fail(
-            charge_id=charge.pk,
-            failure_code=exc.code or type(exc).__name__,
-            failure_msg=exc.message,
-            by="provider",
-            request_id=request_id,
-        )
-        error = errors.ChannelUnavailable if isinstance(exc, ChannelUnavailable) else errors.ChannelRefused
-        raise error(f"The channel refused the payment: {exc.message}") from exc
-    return charge_submit(
+        except ChannelTimeout as exc:
+            route.attempt_unknown(exc)
+            logger.warning("charge %s: provider create timed out; outcome unknown", charge.public_id)
+            raise errors.ChannelOutcomeUnknown(
+                f"The channel did not answer in time; charge {charge.public_id} will be settled by query."
+            ) from exc
+        except (ChannelUnavailable, ChannelRejected, ChannelResponseInvalid) as exc:
+            route.attempt_failed(exc)
+            following = route.next_account() if failover_allowed(exc) else None
+            if following is not None:
+                logger.warning("charge %s: account %s failed (%s); failover", charge.public_id, account.pk, exc.code)
+                account = following
+                charge_switch_account(charge_id=charge.pk, account=account, request_id=request_id)
+                continue
+            charge_fail(
+                charge_id=charge.pk,
+                failure_code=exc.code or type(exc).__name__,
+                failure_msg=exc.message,
+                by="provider",
+                request_id=request_id,
+            )
+            error = errors.ChannelUnavailable if isinstance(exc, ChannelUnavailable) else errors.ChannelRefused
+            raise error(f"The channel refused the payment: {exc.message}") from exc
+        break
+    route.attempt_succeeded()
+    submitted = charge_submit(
         charge_id=charge.pk,
         credential={charge.channel: created.credential},
         transaction_no=created.transaction_no or "",
         request_id=request_id,
     )
+    submitted.app, submitted.order = charge.app, charge.order  # already loaded in phase 1
+    submitted.channel_account = account
+    return submitted
+
+
+@transaction.atomic
+def charge_switch_account(*, charge_id: int, account: ChannelAccount, request_id: str) -> Charge:
+    """Failover: a `created` charge whose account failed before the payer was involved moves on."""
+    charge = Charge.objects.select_for_update().get(pk=charge_id)
+    if charge.status == ChargeStatus.CREATED and charge.channel_account_id != account.pk:
+        previous = charge.channel_account_id
+        charge.channel_account = account
+        charge.save(update_fields=["channel_account"])
+        detail = {"failover_from": previous, "failover_to": account.pk}
+        _audit(charge, ChargeStatus.CREATED, by="routing", request_id=request_id, detail=detail)
+    return charge
 
 
 def _time_expire(params: ChargeParams, now: datetime) -> datetime:
@@ -156,6 +211,7 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
         metadata=params.metadata,
         time_expire=_time_expire(params, timezone.now()),
         request_id=request_id,
+        next_query_at=timezone.now() + query_delay(0),
     )
     _audit(charge, "", by="api", request_id=request_id)
     return charge
@@ -164,10 +220,10 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
 @transaction.atomic
 def charge_submit(*, charge_id: int, credential: dict, transaction_no: str, request_id: str) -> Charge:
     """Phase 3: the provider accepted the payment; the payer can now pay with the credential."""
-    charge = charge_lock(charge_id=charge_id)
+    charge = Charge.objects.select_for_update().get(pk=charge_id)  # nothing joined: the hot path
     if charge.status == ChargeStatus.CREATED:
         charge.submit(credential=credential, transaction_no=transaction_no)
-        charge.save()
+        charge.save(update_fields=["status", "credential", "transaction_no"])
         _audit(charge, ChargeStatus.CREATED, by="provider", request_id=request_id)
     return charge
 
@@ -197,8 +253,12 @@ def charge_apply_provider_result(*, charge_id: int, result: PaymentResult, by: s
         elif result.status in (PaymentStatus.CLOSED, PaymentStatus.FAILED) and charge.status in OPEN_STATUSES:
             source = charge.status
             charge.close(closed_at=timezone.now())
+            charge.next_query_at = None
             charge.save()
             _audit(charge, source, by=by, request_id=request_id, detail={"provider_status": result.status})
+            order = order_lock(order_id=charge.order_id)
+            open_charges = order.charges.filter(status__in=OPEN_STATUSES).count()
+            order_close_if_unpayable(order=order, open_charges=open_charges, by=by, request_id=request_id)
     return charge
 
 
@@ -231,11 +291,17 @@ def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id
         return
     source = charge.status
     charge.succeed(paid_at=result.paid_at or timezone.now(), transaction_no=result.transaction_no or "")
+    charge.next_query_at = None
+    fees = ledger.payment_fees_quote(
+        app_id=charge.app_id, merchant_id=charge.app.merchant_id, channel_account_id=charge.channel_account_id,
+        livemode=charge.livemode, amount=charge.amount, at=charge.paid_at,
+    )  # fmt: skip
+    charge.platform_fee, charge.channel_fee = fees.platform_fee, fees.channel_fee  # fixed once, at success
     charge.save()
     _audit(charge, source, by=by, request_id=request_id)
     order = order_lock(order_id=charge.order_id)
     if not order_mark_paid(order=order, paid_at=charge.paid_at, by=by, request_id=request_id):
-        _flag(charge, ChargeException.DUPLICATE_PAYMENT, by=by, request_id=request_id)
+        _refund_duplicate_payment(charge, by=by, request_id=request_id)
     charge.order = order
     event_create(
         app=charge.app,
@@ -244,6 +310,24 @@ def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id
         data_object=charge_to_wire(charge),
         request_id=request_id,
     )
+    # Last in the transaction: the ledger's balance-slot locks come after the charge and order.
+    ledger.payment_succeeded_post(
+        reference=charge.public_id, livemode=charge.livemode, merchant_id=charge.app.merchant_id,
+        channel_account_id=charge.channel_account_id, amount=charge.amount, platform_fee=charge.platform_fee,
+        channel_fee=charge.channel_fee, occurred_at=charge.paid_at,
+    )  # fmt: skip
+
+
+def _refund_duplicate_payment(charge: Charge, *, by: str, request_id: str) -> None:
+    """A second charge paid an already paid order: flag it and refund it in full automatically."""
+    from apps.payments import refunds  # refunds builds on this module
+
+    _flag(charge, ChargeException.DUPLICATE_PAYMENT, by=by, request_id=request_id)
+    refund = refunds.refund_open_locked(
+        charge=charge, amount=None, description="duplicate payment", metadata={}, request_id=request_id, by=by,
+        automatic=refunds.AUTOMATIC_DUPLICATE_PAYMENT,
+    )  # fmt: skip
+    transaction.on_commit(lambda: refunds._enqueue_submit(refund.pk))
 
 
 def _flag(charge: Charge, reason: str, *, by: str, request_id: str, detail: dict | None = None) -> None:

@@ -1,7 +1,9 @@
 """The Ping++ v1 wire shape of payments objects, shared by the API and by events."""
 
 from apps.core.money import to_minor, wire_currency
-from apps.payments.models import Charge
+from apps.payments.models import Charge, Refund, RefundStatus
+
+EMBEDDED_REFUNDS = 10
 
 
 def unix(dt) -> int | None:
@@ -10,14 +12,15 @@ def unix(dt) -> int | None:
 
 def charge_to_wire(charge: Charge) -> dict:
     amount = to_minor(charge.amount)
+    refunds = _recent_refunds(charge)
     return {
         "id": charge.public_id,
         "object": "charge",
         "created": unix(charge.created_at),
         "livemode": charge.livemode,
         "paid": charge.paid,
-        "refunded": False,
-        "reversed": False,
+        "refunded": bool(refunds),
+        "reversed": charge.reversed,
         "app": charge.app.public_id,
         "channel": charge.channel,
         "order_no": charge.order.order_no,
@@ -35,10 +38,10 @@ def charge_to_wire(charge: Charge) -> dict:
         "refunds": {
             "object": "list",
             "url": f"/v1/charges/{charge.public_id}/refunds",
-            "has_more": False,
-            "data": [],
+            "has_more": len(refunds) > EMBEDDED_REFUNDS,
+            "data": [refund_to_wire(r, charge=charge) for r in refunds[:EMBEDDED_REFUNDS]],
         },
-        "amount_refunded": 0,
+        "amount_refunded": to_minor(charge.amount_refunded) if charge.amount_refunded else 0,
         "failure_code": charge.failure_code or None,
         "failure_msg": charge.failure_msg or None,
         "metadata": charge.metadata or {},
@@ -52,3 +55,31 @@ def _credential(charge: Charge) -> dict:
     if charge.paid or not charge.credential:
         return {}
     return {"object": "credential", **charge.credential}
+
+
+def _recent_refunds(charge: Charge) -> list[Refund]:
+    if charge.status != "succeeded":
+        return []
+    return list(charge.refunds.order_by("-pk")[: EMBEDDED_REFUNDS + 1])
+
+
+def refund_to_wire(refund: Refund, *, charge: Charge) -> dict:
+    return {
+        "id": refund.public_id,
+        "object": "refund",
+        "order_no": refund.public_id.removeprefix("re_"),
+        "amount": to_minor(refund.amount),
+        "created": unix(refund.created_at),
+        "succeed": refund.status == RefundStatus.SUCCEEDED,
+        "status": refund.status,
+        "time_succeed": unix(refund.succeeded_at),
+        "description": refund.description,
+        "failure_code": refund.failure_code or None,
+        "failure_msg": refund.failure_msg or None,
+        "metadata": refund.metadata or {},
+        "charge": charge.public_id,
+        "charge_order_no": charge.order.order_no,
+        "transaction_no": refund.transaction_no or None,
+        "funding_source": refund.funding_source or None,
+        "extra": {},
+    }

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayTrade
+from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayRefund, AlipayTrade, SandboxFault
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -57,3 +57,32 @@ class AlipayNotificationAdmin(ReadOnlyAdmin):
         "trade", "notify_id", "trade_status", "notify_url", "fields", "attempts", "delivered_at",
         "last_attempt_at", "last_result", "created_at",
     ]  # fmt: skip
+
+
+class AlipayRefundInline(admin.TabularInline):
+    model = AlipayRefund
+    fields = ["out_request_no", "refund_amount", "refund_reason", "refunded_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+AlipayTradeAdmin.inlines = [AlipayRefundInline, *AlipayTradeAdmin.inlines]
+
+
+@admin.register(SandboxFault)
+class SandboxFaultAdmin(admin.ModelAdmin):
+    """Faults are configuration of the simulator: editable here as in the console (/sandbox/faults/)."""
+
+    list_display = ["id", "provider", "kind", "merchant_ref", "out_trade_no", "params", "remaining", "fired", "enabled"]
+    list_filter = ["provider", "kind", "enabled"]
+    search_fields = ["merchant_ref", "out_trade_no"]
+    readonly_fields = ["fired", "created_at"]
+    actions = ["disable"]
+
+    @admin.action(description="Disable the selected faults")
+    def disable(self, request, queryset):
+        queryset.update(enabled=False)

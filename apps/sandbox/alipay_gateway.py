@@ -2,23 +2,51 @@
 
 Checks the request as Alipay does (app, method, RSA2 signature), dispatches to the service for
 the method, and answers with the signed envelope. Every answer is HTTP 200, business errors
-included: python-alipay-sdk raises on any other status.
+included: python-alipay-sdk raises on any other status. The browser methods (`page.pay`,
+`wap.pay`) open the cashier instead (`alipay_cashier_open`).
+
+Gateway faults: ERROR_5XX (params.operations: Alipay method names, empty = all; params.status,
+default 502) answers before anything is done; TIMEOUT_CREATE / TIMEOUT_QUERY / TIMEOUT_REFUND
+(params.seconds, default 30) do the work and answer that late; CREATE_TIMEOUT_PAID creates the
+trade, has the payer pay it at once, and answers late too.
 """
 
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
+from urllib.parse import urlencode
 
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.sandbox import alipay_bill, selectors, services
 from apps.sandbox import alipay_protocol as proto
-from apps.sandbox import selectors, services
 from apps.sandbox.exceptions import AlipayGatewayError, business_error
-from apps.sandbox.models import AlipayApp, AlipayTrade, AlipayTradeStatus
+from apps.sandbox.models import (
+    AlipayApp,
+    AlipayProductCode,
+    AlipayTrade,
+    AlipayTradeStatus,
+    FaultKind,
+    SandboxFault,
+)
 
 logger = logging.getLogger(__name__)
 
 SUCCESS = {"code": "10000", "msg": "Success"}
+DEFAULT_FAULT_SECONDS = 30.0
+CASHIER_METHODS = {
+    "alipay.trade.page.pay": AlipayProductCode.FAST_INSTANT_TRADE_PAY,
+    "alipay.trade.wap.pay": AlipayProductCode.QUICK_WAP_PAY,
+}
+RETURN_METHODS = {
+    AlipayProductCode.FAST_INSTANT_TRADE_PAY: "alipay.trade.page.pay.return",
+    AlipayProductCode.QUICK_WAP_PAY: "alipay.trade.wap.pay.return",
+}
 
 
 @dataclass(frozen=True)
@@ -26,12 +54,74 @@ class GatewayAnswer:
     node_name: str
     node: dict
     signing_key: str | None  # the app's "Alipay" private key; None for an unsigned answer
+    http_status: int = 200  # other than 200 only under the ERROR_5XX fault
+    delay_seconds: float = 0.0  # a timeout fault: the view answers this late
 
     def text(self) -> str:
+        if self.http_status >= 500:
+            return f"<html><body><h1>{self.http_status} Bad Gateway</h1></body></html>"
         return proto.response_envelope(self.node_name, self.node, self.signing_key)
 
 
-def _precreate(app: AlipayApp, biz: dict, pay_url_for: Callable[[str], str], params: dict) -> dict:
+class _Late(Exception):
+    """Raised by a method handler whose answer a timeout fault delays (the work is done)."""
+
+    def __init__(self, node: dict, seconds: float):
+        super().__init__("late answer")
+        self.node = node
+        self.seconds = seconds
+
+
+def _fault_seconds(fault: SandboxFault) -> float:
+    return float((fault.params or {}).get("seconds", DEFAULT_FAULT_SECONDS))
+
+
+def _late_if(kind: str, app: AlipayApp, out_trade_no: str, node: dict) -> dict:
+    """The node, or _Late when a timeout fault of this kind fires."""
+    fault = services.alipay_fault_take(kind, app=app, out_trade_no=out_trade_no)
+    if fault is not None:
+        raise _Late(node, _fault_seconds(fault))
+    return node
+
+
+def _error_5xx_take(app: AlipayApp, method: str, out_trade_no: str) -> SandboxFault | None:
+    """The ERROR_5XX fault for this method, consumed; one limited to other methods is not spent.
+
+    apps.sandbox.faults.fault_take cannot filter on params, so the candidates are read here with
+    its scope rule first and the matching one is taken by id.
+    """
+    candidates = (
+        SandboxFault.objects.filter(provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, enabled=True)
+        .filter(Q(merchant_ref="") | Q(merchant_ref=app.app_id))
+        .filter(Q(out_trade_no="") | Q(out_trade_no=out_trade_no))
+        .filter(Q(remaining__isnull=True) | Q(remaining__gt=0))
+        .order_by("-out_trade_no", "-merchant_ref", "id")
+    )
+    for candidate in candidates:
+        operations = (candidate.params or {}).get("operations") or []
+        if operations and method not in operations:
+            continue
+        with transaction.atomic():
+            fault = SandboxFault.objects.select_for_update().filter(pk=candidate.pk, enabled=True).first()
+            if fault is None or (fault.remaining is not None and fault.remaining < 1):
+                continue
+            fault.fired += 1
+            if fault.remaining is not None:
+                fault.remaining -= 1
+            fault.save(update_fields=["fired", "remaining"])
+            return fault
+    return None
+
+
+@dataclass(frozen=True)
+class GatewayUrls:
+    """How the gateway names its own pages in answers: absolute URLs on the host that was called."""
+
+    pay: Callable[[str], str]  # pay token -> the payer's page
+    absolute: Callable[[str], str]  # a path (with query) -> an absolute URL
+
+
+def _precreate(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
     out_trade_no = str(biz.get("out_trade_no") or "").strip()
     subject = str(biz.get("subject") or "").strip()
     amount = proto.parse_amount(biz.get("total_amount"))
@@ -55,7 +145,12 @@ def _precreate(app: AlipayApp, biz: dict, pay_url_for: Callable[[str], str], par
         timeout_minutes=timeout_minutes,
         time_expire=time_expire,
     )
-    return {**SUCCESS, "out_trade_no": trade.out_trade_no, "qr_code": pay_url_for(trade.pay_token)}
+    node = {**SUCCESS, "out_trade_no": trade.out_trade_no, "qr_code": urls.pay(trade.pay_token)}
+    paid_fault = services.alipay_fault_take(FaultKind.CREATE_TIMEOUT_PAID, app=app, out_trade_no=out_trade_no)
+    if paid_fault is not None:
+        services.alipay_trade_settle(trade=trade, succeed=True)
+        raise _Late(node, _fault_seconds(paid_fault))
+    return _late_if(FaultKind.TIMEOUT_CREATE, app, out_trade_no, node)
 
 
 def _existing_trade(app: AlipayApp, biz: dict) -> AlipayTrade:
@@ -68,10 +163,10 @@ def _existing_trade(app: AlipayApp, biz: dict) -> AlipayTrade:
     return trade
 
 
-def _query(app: AlipayApp, biz: dict, pay_url_for, params: dict) -> dict:
+def _query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
     trade = services.alipay_trade_refresh(trade=_existing_trade(app, biz))
     amount = proto.format_amount(trade.total_amount)
-    paid = trade.status == AlipayTradeStatus.TRADE_SUCCESS
+    paid = trade.paid_at is not None  # a trade closed by a full refund was paid all the same
     node = {
         **SUCCESS,
         "buyer_logon_id": trade.buyer_logon_id,
@@ -88,18 +183,87 @@ def _query(app: AlipayApp, biz: dict, pay_url_for, params: dict) -> dict:
     if paid:
         node["send_pay_date"] = proto.format_time(trade.paid_at)
         node["fund_bill_list"] = [{"amount": amount, "fund_channel": "ALIPAYACCOUNT"}]
-    return node
+    return _late_if(FaultKind.TIMEOUT_QUERY, app, trade.out_trade_no, node)
 
 
-def _close(app: AlipayApp, biz: dict, pay_url_for, params: dict) -> dict:
+def _close(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
     trade = services.alipay_trade_close(trade=_existing_trade(app, biz))
     return {**SUCCESS, "out_trade_no": trade.out_trade_no, "trade_no": trade.trade_no}
+
+
+def _refund(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
+    trade = _existing_trade(app, biz)
+    amount = proto.parse_amount(biz.get("refund_amount"))
+    if amount is None:
+        raise business_error("ACQ.INVALID_PARAMETER", "参数无效: refund_amount")
+    # Without out_request_no Alipay takes the request as a refund of the whole trade, once.
+    out_request_no = str(biz.get("out_request_no") or trade.out_trade_no).strip()[:64]
+    outcome = services.alipay_trade_refund(
+        trade=trade,
+        out_request_no=out_request_no,
+        refund_amount=amount,
+        refund_reason=str(biz.get("refund_reason") or ""),
+    )
+    trade = outcome.trade
+    node = {
+        **SUCCESS,
+        "buyer_logon_id": trade.buyer_logon_id,
+        "buyer_user_id": trade.buyer_user_id,
+        "fund_change": "Y" if outcome.fund_change else "N",
+        "gmt_refund_pay": proto.format_time(outcome.refund.refunded_at),
+        "out_trade_no": trade.out_trade_no,
+        "refund_fee": proto.format_amount(trade.refund_fee),
+        "send_back_fee": proto.format_amount(outcome.refund.refund_amount),
+        "trade_no": trade.trade_no,
+    }
+    return _late_if(FaultKind.TIMEOUT_REFUND, app, trade.out_trade_no, node)
+
+
+def _refund_query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
+    """An unknown out_request_no is an empty success (Alipay's "not refunded"), not an error."""
+    trade = _existing_trade(app, biz)
+    out_request_no = str(biz.get("out_request_no") or "").strip()
+    if not out_request_no:
+        raise AlipayGatewayError("40001", "isv.missing-parameter", "缺少必选参数: out_request_no")
+    refund = selectors.alipay_refund_find(trade=trade, out_request_no=out_request_no)
+    node = dict(SUCCESS)
+    if refund is not None:
+        node.update(
+            {
+                "gmt_refund_pay": proto.format_time(refund.refunded_at),
+                "out_request_no": refund.out_request_no,
+                "out_trade_no": trade.out_trade_no,
+                "refund_amount": proto.format_amount(refund.refund_amount),
+                "refund_status": "REFUND_SUCCESS",
+                "total_amount": proto.format_amount(trade.total_amount),
+                "trade_no": trade.trade_no,
+            }
+        )
+    return _late_if(FaultKind.TIMEOUT_QUERY, app, trade.out_trade_no, node)
+
+
+def _bill_downloadurl_query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
+    """A link to the day's zip, valid about 30 s; no bill before the day is over (T+1)."""
+    bill_type = str(biz.get("bill_type") or "")
+    if bill_type not in ("trade", "signcustomer"):
+        raise AlipayGatewayError("40002", "isv.invalid-parameter", "参数无效: bill_type")
+    try:
+        bill_date = date.fromisoformat(str(biz.get("bill_date") or ""))
+    except ValueError:
+        raise AlipayGatewayError("40002", "isv.invalid-parameter", "参数无效: bill_date") from None
+    today = timezone.now().astimezone(proto.ALIPAY_TZ).date()
+    if bill_date >= today or bill_date < app.created_at.astimezone(proto.ALIPAY_TZ).date():
+        raise business_error("isp.bill_not_exist", "账单不存在")
+    return {**SUCCESS, "bill_download_url": urls.absolute(alipay_bill.bill_download_path(app=app, bill_date=bill_date))}
 
 
 METHODS = {
     "alipay.trade.precreate": _precreate,
     "alipay.trade.query": _query,
     "alipay.trade.close": _close,
+    "alipay.trade.refund": _refund,
+    "alipay.trade.fastpay.refund.query": _refund_query,
+    "alipay.data.dataservice.bill.downloadurl.query": _bill_downloadurl_query,
 }
 
 
@@ -114,31 +278,145 @@ def _biz_content(params: dict) -> dict:
     return biz
 
 
-def alipay_gateway_handle(params: dict[str, str], *, pay_url_for: Callable[[str], str]) -> GatewayAnswer:
+def _out_trade_no_of(params: dict) -> str:
+    """The order a request is about, read leniently (for fault scope only)."""
+    try:
+        biz = json.loads(params.get("biz_content") or "{}")
+    except ValueError:
+        return ""
+    return str(biz.get("out_trade_no") or "") if isinstance(biz, dict) else ""
+
+
+def _checked_app(params: dict, methods) -> AlipayApp:
+    """The app of a well-formed, correctly signed request for one of `methods`, or the error."""
+    method = params.get("method", "")
+    if not params.get("app_id"):
+        raise AlipayGatewayError("40001", "isv.missing-app-id", "缺少AppID参数")
+    app = selectors.alipay_app_get(app_id=params["app_id"])
+    if app is None:
+        raise AlipayGatewayError("40002", "isv.invalid-app-id", "无效的AppID参数")
+    if not method:
+        raise AlipayGatewayError("40001", "isv.missing-method", "缺少方法名参数")
+    if method not in methods:
+        raise AlipayGatewayError("40002", "isv.invalid-method", "不存在的方法名")
+    if not params.get("sign"):
+        raise AlipayGatewayError("40001", "isv.missing-signature", "缺少签名参数")
+    if params.get("sign_type", "RSA2") != "RSA2":
+        raise AlipayGatewayError("40002", "isv.invalid-signature-type", "无效的签名类型")
+    if not proto.request_signature_valid(params, app.app_public_key_pem):
+        raise AlipayGatewayError("40002", "isv.invalid-signature", "验签出错")
+    return app
+
+
+def alipay_gateway_handle(params: dict[str, str], *, urls: GatewayUrls) -> GatewayAnswer:
     """One gateway request (GET query string or POST form, already decoded) to its answer."""
     method = params.get("method", "")
     node_name = proto.response_node_name(method) if method in METHODS else "error_response"
     app = None
+    delay = 0.0
     try:
-        if not params.get("app_id"):
-            raise AlipayGatewayError("40001", "isv.missing-app-id", "缺少AppID参数")
-        app = selectors.alipay_app_get(app_id=params["app_id"])
-        if app is None:
-            raise AlipayGatewayError("40002", "isv.invalid-app-id", "无效的AppID参数")
-        if not method:
-            raise AlipayGatewayError("40001", "isv.missing-method", "缺少方法名参数")
-        if method not in METHODS:
-            raise AlipayGatewayError("40002", "isv.invalid-method", "不存在的方法名")
-        if not params.get("sign"):
-            raise AlipayGatewayError("40001", "isv.missing-signature", "缺少签名参数")
-        if params.get("sign_type", "RSA2") != "RSA2":
-            raise AlipayGatewayError("40002", "isv.invalid-signature-type", "无效的签名类型")
-        if not proto.request_signature_valid(params, app.app_public_key_pem):
-            raise AlipayGatewayError("40002", "isv.invalid-signature", "验签出错")
-        node = METHODS[method](app, _biz_content(params), pay_url_for, params)
+        app = selectors.alipay_app_get(app_id=params.get("app_id", "")) if params.get("app_id") else None
+        if app is not None and method in METHODS:
+            fault = _error_5xx_take(app, method, _out_trade_no_of(params))
+            if fault is not None:
+                status = int((fault.params or {}).get("status", 502))
+                return GatewayAnswer(node_name=node_name, node={}, signing_key=None, http_status=status)
+        app = _checked_app(params, METHODS)
+        try:
+            node = METHODS[method](app, _biz_content(params), urls, params)
+        except _Late as late:
+            node, delay = late.node, late.seconds
     except AlipayGatewayError as exc:
         node = exc.node()
     except Exception:
         logger.exception("sandbox alipay gateway failed on %s", method)
         node = AlipayGatewayError("20000", "isp.unknow-error", "系统繁忙").node()
-    return GatewayAnswer(node_name=node_name, node=node, signing_key=app.alipay_private_key_pem if app else None)
+    return GatewayAnswer(
+        node_name=node_name,
+        node=node,
+        signing_key=app.alipay_private_key_pem if app else None,
+        delay_seconds=delay,
+    )
+
+
+# --- the cashier (page.pay / wap.pay) ------------------------------------------------------------
+
+
+def is_cashier_request(params: dict) -> bool:
+    return params.get("method", "") in CASHIER_METHODS
+
+
+@dataclass(frozen=True)
+class CashierAnswer:
+    trade: AlipayTrade | None
+    error: AlipayGatewayError | None = None
+    http_status: int = 200
+
+
+def alipay_cashier_open(params: dict[str, str]) -> CashierAnswer:
+    """The browser arrives with the signed `page.pay` / `wap.pay` query: check it as the gateway
+    does, create the trade (or find the same one again) and let the payer see it.
+
+    A paid or closed trade opened again, or the same out_trade_no with another amount, is refused
+    as Alipay's cashier refuses it. ERROR_5XX applies here too (operation = the method name).
+    """
+    method = params.get("method", "")
+    try:
+        app = selectors.alipay_app_get(app_id=params.get("app_id", "")) if params.get("app_id") else None
+        if app is not None and _error_5xx_take(app, method, _out_trade_no_of(params)) is not None:
+            return CashierAnswer(trade=None, error=AlipayGatewayError("20000", "isp.unknow-error", "系统繁忙"),
+                                 http_status=502)  # fmt: skip
+        app = _checked_app(params, CASHIER_METHODS)
+        biz = _biz_content(params)
+        product_code = str(biz.get("product_code") or CASHIER_METHODS[method])
+        if product_code != CASHIER_METHODS[method]:
+            raise business_error("ACQ.INVALID_PARAMETER", "参数无效: product_code")
+        out_trade_no = str(biz.get("out_trade_no") or "").strip()
+        subject = str(biz.get("subject") or "").strip()
+        amount = proto.parse_amount(biz.get("total_amount"))
+        if not out_trade_no or len(out_trade_no) > 64:
+            raise business_error("ACQ.INVALID_PARAMETER", "参数无效: out_trade_no")
+        if not subject or len(subject) > 256:
+            raise business_error("ACQ.INVALID_PARAMETER", "参数无效: subject")
+        if amount is None:
+            raise business_error("ACQ.INVALID_PARAMETER", "参数无效: total_amount")
+        if amount > proto.MAX_TOTAL_AMOUNT:
+            raise business_error("ACQ.TOTAL_FEE_EXCEED", "订单金额超过限额")
+        trade = services.alipay_trade_precreate(
+            app=app,
+            out_trade_no=out_trade_no,
+            total_amount=amount,
+            subject=subject,
+            body=str(biz.get("body") or "")[:128],
+            notify_url=params.get("notify_url", ""),
+            timeout_minutes=proto.parse_timeout_express(str(biz.get("timeout_express") or "")),
+            time_expire=proto.parse_time(str(biz.get("time_expire") or "")),
+            product_code=product_code,
+            return_url=params.get("return_url", ""),
+        )
+        return CashierAnswer(trade=services.alipay_trade_cashier_open(trade=trade))
+    except AlipayGatewayError as exc:
+        return CashierAnswer(trade=None, error=exc, http_status=400)
+
+
+def alipay_return_url(trade: AlipayTrade, *, now: datetime | None = None) -> str:
+    """Where the cashier sends the payer after paying: return_url plus the signed return fields
+    (PROVIDERS.md A1), signed as a notification is. Empty when the trade has no return_url."""
+    if not trade.return_url or trade.status != AlipayTradeStatus.TRADE_SUCCESS:
+        return ""
+    app = trade.app
+    fields = {
+        "charset": "utf-8",
+        "out_trade_no": trade.out_trade_no,
+        "method": RETURN_METHODS.get(trade.product_code, "alipay.trade.page.pay.return"),
+        "total_amount": proto.format_amount(trade.total_amount),
+        "trade_no": trade.trade_no,
+        "auth_app_id": app.app_id,
+        "version": "1.0",
+        "app_id": app.app_id,
+        "seller_id": app.seller_id,
+        "timestamp": proto.format_time(now or timezone.now()),
+    }
+    form = proto.notification_form(fields, app.alipay_private_key_pem)
+    separator = "&" if "?" in trade.return_url else "?"
+    return f"{trade.return_url}{separator}{urlencode(form)}"

@@ -5,4 +5,12 @@ BEAT_SCHEDULE = {
         "task": "apps.sandbox.tasks.sandbox_alipay_sweep",
         "schedule": 60.0,
     },
+    "sandbox.wechatpay_sweep": {
+        "task": "apps.sandbox.tasks.sandbox_wechatpay_sweep",
+        "schedule": 60.0,
+    },
+    "sandbox.unionpay_sweep": {
+        "task": "apps.sandbox.tasks.sandbox_unionpay_sweep",
+        "schedule": 60.0,
+    },
 }

@@ -1,6 +1,6 @@
 """Reads for the sandbox's gateway, pages and console."""
 
-from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayTrade
+from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayRefund, AlipayTrade, SandboxFault
 
 
 def alipay_app_get(*, app_id: str) -> AlipayApp | None:
@@ -35,3 +35,11 @@ def alipay_trades_recent(*, limit: int = 50) -> list[AlipayTrade]:
 
 def alipay_notifications_for_trade(*, trade: AlipayTrade) -> list[AlipayNotification]:
     return list(trade.notifications.order_by("id"))
+
+
+def alipay_refund_find(*, trade: AlipayTrade, out_request_no: str) -> AlipayRefund | None:
+    return AlipayRefund.objects.filter(trade=trade, out_request_no=out_request_no).first()
+
+
+def sandbox_faults_recent(*, limit: int = 200) -> list[SandboxFault]:
+    return list(SandboxFault.objects.order_by("-enabled", "-created_at", "-id")[:limit])

@@ -1,7 +1,8 @@
-"""Every write the sandbox makes: apps, trades and their state changes, notifications.
+"""Every write of the Alipay sandbox: apps, trades and their state changes, refunds, notifications.
 
-Lock order: one trade row at a time (`_trade_lock`); notifications are created in the same
-transaction as the state change they announce and sent after commit.
+Lock order: one trade row at a time (`_trade_lock`), then its refunds; notifications are created
+in the same transaction as the state change they announce and sent after commit. Notification
+faults (apps.sandbox.faults) are consulted when a notification is created.
 """
 
 import logging
@@ -20,13 +21,30 @@ from apps.core import crypto
 from apps.core.ids import random_token
 from apps.sandbox import alipay_protocol as proto
 from apps.sandbox.exceptions import business_error
-from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayTrade, AlipayTradeStatus
+from apps.sandbox.faults import fault_take
+from apps.sandbox.models import (
+    AlipayApp,
+    AlipayNotification,
+    AlipayNotificationHold,
+    AlipayProductCode,
+    AlipayRefund,
+    AlipayTrade,
+    AlipayTradeStatus,
+    FaultKind,
+    SandboxFault,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRADE_LIFETIME = timedelta(days=15)  # Alipay's default timeout_express
 NOTIFY_TIMEOUT_SECONDS = 10
 LOST_NOTIFICATION_AGE = timedelta(minutes=2)
+OUT_OF_ORDER_HOLD = timedelta(minutes=10)  # a held payment notification goes out at the latest then
+PROVIDER = "alipay"
+
+
+def alipay_fault_take(kind: str, *, app: AlipayApp, out_trade_no: str = "") -> SandboxFault | None:
+    return fault_take(provider=PROVIDER, kind=kind, merchant_ref=app.app_id, out_trade_no=out_trade_no)
 
 
 # --- apps --------------------------------------------------------------------------------------
@@ -114,8 +132,13 @@ def alipay_trade_precreate(
     notify_url: str = "",
     timeout_minutes: int | None = None,
     time_expire: datetime | None = None,
+    product_code: str = AlipayProductCode.FACE_TO_FACE_PAYMENT,
+    return_url: str = "",
 ) -> AlipayTrade:
-    """`alipay.trade.precreate`: a new trade, or the same one again for the same order and amount."""
+    """`alipay.trade.precreate`: a new trade, or the same one again for the same order and amount.
+
+    The cashier of `page.pay` / `wap.pay` creates its trade through here too (then marks it seen).
+    """
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -127,13 +150,15 @@ def alipay_trade_precreate(
                 subject=subject,
                 body=body,
                 notify_url=notify_url,
+                return_url=return_url,
+                product_code=product_code,
                 pay_token=random_token(32),
                 expires_at=_expires_at(now, timeout_minutes, time_expire),
             )
     except IntegrityError:
         pass  # the order exists: answer as Alipay does for a repeated precreate
     with transaction.atomic():
-        trade = AlipayTrade.objects.select_for_update().get(app=app, out_trade_no=out_trade_no)
+        trade = AlipayTrade.objects.select_for_update().select_related("app").get(app=app, out_trade_no=out_trade_no)
         _close_if_expired(trade)
         if trade.status == AlipayTradeStatus.TRADE_SUCCESS:
             raise business_error("ACQ.TRADE_HAS_SUCCESS", "交易已被支付")
@@ -225,12 +250,74 @@ def alipay_trade_close(*, trade: AlipayTrade) -> AlipayTrade:
         return locked
 
 
+def alipay_trade_cashier_open(*, trade: AlipayTrade) -> AlipayTrade:
+    """The payer reached the cashier of `page.pay` / `wap.pay`: the trade exists from now on."""
+    return alipay_trade_scan(trade=trade)
+
+
+# --- refunds -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlipayRefundOutcome:
+    trade: AlipayTrade
+    refund: AlipayRefund
+    fund_change: bool  # money moved in this call (False: a repeat of an earlier out_request_no)
+
+
+def alipay_trade_refund(
+    *, trade: AlipayTrade, out_request_no: str, refund_amount: Decimal, refund_reason: str = ""
+) -> AlipayRefundOutcome:
+    """`alipay.trade.refund`: partial and multiple refunds, keyed by out_request_no.
+
+    Synchronous as Alipay's: money moves in this call. A repeat of an out_request_no with the
+    same amount answers the earlier refund (fund_change N); with another amount it is a
+    discordant request. The cumulative refund never exceeds the paid amount; a trade refunded in
+    full becomes TRADE_CLOSED. Each refund is notified (TRADE_SUCCESS or TRADE_CLOSED with
+    refund_fee, gmt_refund and out_biz_no) unless REFUND_NEVER_NOTIFIES fires.
+    """
+    with transaction.atomic():
+        locked = _trade_lock(trade.id)
+        if not locked.scanned:
+            raise business_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        existing = AlipayRefund.objects.filter(trade=locked, out_request_no=out_request_no).first()
+        if existing is not None:
+            if existing.refund_amount != refund_amount:
+                raise business_error("ACQ.DISCORDANT_REPEAT_REQUEST", "不一致的请求")
+            return AlipayRefundOutcome(trade=locked, refund=existing, fund_change=False)
+        if locked.paid_at is None:
+            raise business_error("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+        if locked.refund_fee + refund_amount > locked.total_amount:
+            raise business_error("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+        now = timezone.now()
+        refund = AlipayRefund.objects.create(
+            trade=locked,
+            out_request_no=out_request_no,
+            refund_amount=refund_amount,
+            refund_reason=refund_reason[:256],
+            refunded_at=now,
+        )
+        AlipayTrade.objects.filter(id=locked.id).update(refund_fee=F("refund_fee") + refund_amount)
+        locked.refresh_from_db(fields=["refund_fee"])
+        if locked.refund_fee == locked.total_amount:
+            locked.status = AlipayTradeStatus.TRADE_CLOSED
+            locked.closed_at = now
+            locked.save(update_fields=["status", "closed_at"])
+        if not alipay_fault_take(FaultKind.REFUND_NEVER_NOTIFIES, app=locked.app, out_trade_no=locked.out_trade_no):
+            _notification_create(locked, refund=refund)
+        return AlipayRefundOutcome(trade=locked, refund=refund, fund_change=True)
+
+
 # --- notifications -----------------------------------------------------------------------------
 
 
-def notification_fields(trade: AlipayTrade, *, notify_id: str, now: datetime) -> dict[str, str]:
+def notification_fields(
+    trade: AlipayTrade, *, notify_id: str, now: datetime, refund: AlipayRefund | None = None
+) -> dict[str, str]:
     """The fields of Alipay's `trade_status_sync` notification for the trade's current state.
 
+    A refund is notified with the trade's status (TRADE_SUCCESS after a partial refund,
+    TRADE_CLOSED after a full one) plus `refund_fee` (cumulative), `gmt_refund` and `out_biz_no`.
     Empty values are left out: python-alipay-sdk's verify() does not drop them, so a field sent
     empty would make its signature disagree with Alipay's rule.
     """
@@ -255,7 +342,7 @@ def notification_fields(trade: AlipayTrade, *, notify_id: str, now: datetime) ->
         "body": trade.body,
         "gmt_create": proto.format_time(trade.created_at),
     }
-    if trade.status == AlipayTradeStatus.TRADE_SUCCESS:
+    if trade.paid_at is not None:
         fields.update(
             {
                 "receipt_amount": amount,
@@ -266,36 +353,105 @@ def notification_fields(trade: AlipayTrade, *, notify_id: str, now: datetime) ->
                 "fund_bill_list": proto.json_text([{"amount": amount, "fundChannel": "ALIPAYACCOUNT"}]),
             }
         )
-    elif trade.status == AlipayTradeStatus.TRADE_CLOSED:
+    if trade.status == AlipayTradeStatus.TRADE_CLOSED:
         fields["gmt_close"] = proto.format_time(trade.closed_at)
+    if refund is not None:
+        fields["out_biz_no"] = refund.out_request_no
+        fields["refund_fee"] = proto.format_amount(trade.refund_fee)
+        fields["gmt_refund"] = proto.format_time(refund.refunded_at)
     return {k: v for k, v in fields.items() if v}
 
 
-def _notification_create(trade: AlipayTrade) -> AlipayNotification | None:
-    """Records the notification for the trade's new state and sends it after commit."""
+AMOUNT_FIELDS = ("total_amount", "receipt_amount", "invoice_amount", "buyer_pay_amount", "refund_fee")
+
+
+def _shift_amounts(fields: dict[str, str], delta_minor: int) -> dict[str, str]:
+    """NOTIFY_AMOUNT_DIFFERS: every amount of the notification moved by `delta_minor` fen (signed)."""
+    delta = Decimal(delta_minor).scaleb(-2)
+    return {
+        k: proto.format_amount(Decimal(v) + delta) if k in AMOUNT_FIELDS and k in fields else v
+        for k, v in fields.items()
+    }
+
+
+def _notification_create(trade: AlipayTrade, *, refund: AlipayRefund | None = None) -> AlipayNotification | None:
+    """Records the notification for the trade's new state (or a refund) and sends it after commit.
+
+    Faults, per app or per out_trade_no: NOTIFY_LOST (recorded, never sent), NOTIFY_OUT_OF_ORDER
+    (a payment notification held until the trade's next notification, a refund's, has been sent),
+    NOTIFY_AMOUNT_DIFFERS (params.delta fen, signed like any other), NOTIFY_DELAY (params.seconds
+    countdown), NOTIFY_DUPLICATE (delivered twice, same notify_id).
+    """
     if not trade.notify_url:
         return None
+    app = trade.app
     notify_id = secrets.token_hex(16)
+    fields = notification_fields(trade, notify_id=notify_id, now=timezone.now(), refund=refund)
+    hold = AlipayNotificationHold.NONE
+    if alipay_fault_take(FaultKind.NOTIFY_LOST, app=app, out_trade_no=trade.out_trade_no):
+        hold = AlipayNotificationHold.LOST
+    elif (
+        refund is None
+        and trade.status == AlipayTradeStatus.TRADE_SUCCESS
+        and alipay_fault_take(FaultKind.NOTIFY_OUT_OF_ORDER, app=app, out_trade_no=trade.out_trade_no)
+    ):
+        hold = AlipayNotificationHold.OUT_OF_ORDER
+    differs = alipay_fault_take(FaultKind.NOTIFY_AMOUNT_DIFFERS, app=app, out_trade_no=trade.out_trade_no)
+    if differs is not None:
+        fields = _shift_amounts(fields, int((differs.params or {}).get("delta", 1)))
     notification = AlipayNotification.objects.create(
         trade=trade,
         notify_id=notify_id,
         trade_status=trade.status,
         notify_url=trade.notify_url,
-        fields=notification_fields(trade, notify_id=notify_id, now=timezone.now()),
+        out_biz_no=refund.out_request_no if refund else "",
+        hold=hold,
+        fields=fields,
     )
+    if hold:
+        return notification
+    delay = alipay_fault_take(FaultKind.NOTIFY_DELAY, app=app, out_trade_no=trade.out_trade_no)
+    countdown = float((delay.params or {}).get("seconds", 10)) if delay else 0
+    duplicate = alipay_fault_take(FaultKind.NOTIFY_DUPLICATE, app=app, out_trade_no=trade.out_trade_no)
     from apps.sandbox import tasks  # tasks imports this module
 
-    transaction.on_commit(lambda: tasks.sandbox_alipay_notify.delay(notification.id))
+    def send():
+        options = {"countdown": countdown} if countdown else {}
+        tasks.sandbox_alipay_notify.apply_async(args=[notification.id], **options)
+        if duplicate is not None:
+            tasks.sandbox_alipay_notify.apply_async(args=[notification.id], kwargs={"duplicate": True}, **options)
+
+    transaction.on_commit(send)
     return notification
 
 
-def alipay_notification_deliver(*, notification_id: int) -> bool:
+def _release_held(*, trade_id: int, before_id: int | None = None) -> int:
+    """Sends the out-of-order notifications of a trade held before `before_id` (or all of them)."""
+    held = AlipayNotification.objects.filter(trade_id=trade_id, hold=AlipayNotificationHold.OUT_OF_ORDER)
+    if before_id is not None:
+        held = held.filter(id__lt=before_id)
+    ids = list(held.values_list("id", flat=True))
+    if not ids:
+        return 0
+    AlipayNotification.objects.filter(id__in=ids).update(hold=AlipayNotificationHold.NONE)
+    from apps.sandbox import tasks
+
+    for notification_id in ids:
+        tasks.sandbox_alipay_notify.delay(notification_id)
+    return len(ids)
+
+
+def alipay_notification_deliver(*, notification_id: int, duplicate: bool = False) -> bool:
     """One delivery attempt. True when delivered (now or before), False when it should be retried.
 
-    Alipay counts a notification delivered only when the answer body is exactly `success`.
+    Alipay counts a notification delivered only when the answer body is exactly `success`. A held
+    notification is not sent (True: nothing to retry). `duplicate` sends a delivered one again.
+    After the attempt, payment notifications held "out of order" behind this one are released.
     """
     notification = AlipayNotification.objects.select_related("trade__app").filter(id=notification_id).first()
-    if notification is None or notification.delivered_at is not None:
+    if notification is None or notification.hold:
+        return True
+    if notification.delivered_at is not None and not duplicate:
         return True
     now = timezone.now()
     fields = dict(notification.fields, notify_time=proto.format_time(now))
@@ -311,6 +467,7 @@ def alipay_notification_deliver(*, notification_id: int) -> bool:
     if delivered:
         changes["delivered_at"] = now
     AlipayNotification.objects.filter(id=notification.id).update(**changes)
+    _release_held(trade_id=notification.trade_id, before_id=notification.id)
     if not delivered:
         logger.info(
             "sandbox alipay notification %s to %s not acknowledged: %s",
@@ -332,11 +489,24 @@ def alipay_sandbox_sweep() -> dict[str, int]:
             expired += _close_if_expired(_trade_lock(trade_id))
     lost = list(
         AlipayNotification.objects.filter(
-            delivered_at__isnull=True, attempts=0, created_at__lte=now - LOST_NOTIFICATION_AGE
+            delivered_at__isnull=True, attempts=0, hold="", created_at__lte=now - LOST_NOTIFICATION_AGE
         ).values_list("id", flat=True)[:500]
     )
+    overdue = AlipayNotification.objects.filter(
+        hold=AlipayNotificationHold.OUT_OF_ORDER, created_at__lte=now - OUT_OF_ORDER_HOLD
+    )
+    for trade_id in set(overdue.values_list("trade_id", flat=True)[:500]):
+        _release_held(trade_id=trade_id)
     from apps.sandbox import tasks
 
     for notification_id in lost:
         tasks.sandbox_alipay_notify.delay(notification_id)
     return {"expired": expired, "requeued": len(lost)}
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def sandbox_fault_disable(*, fault_id: int) -> bool:
+    """Turns one injected fault off (the console's Disable); False when there was none enabled."""
+    return SandboxFault.objects.filter(pk=fault_id, enabled=True).update(enabled=False) == 1

@@ -1,29 +1,60 @@
-"""HTTP for the sandbox: Alipay's gateway, the payer's pay page, and a small console."""
+"""HTTP for the sandbox: Alipay's gateway and cashier, the payer's pay page, bill files, a console."""
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
-from django.shortcuts import render
+import time
+
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
+from apps.sandbox import alipay_bill, selectors, services
 from apps.sandbox import alipay_protocol as proto
-from apps.sandbox import selectors, services
-from apps.sandbox.alipay_gateway import alipay_gateway_handle
+from apps.sandbox.alipay_gateway import (
+    GatewayUrls,
+    alipay_cashier_open,
+    alipay_gateway_handle,
+    alipay_return_url,
+    is_cashier_request,
+)
 from apps.sandbox.models import AlipayTrade
 
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def alipay_gateway(request: HttpRequest) -> HttpResponse:
-    """`gateway.do`. The SDK sends everything in the query string; a form body is accepted too."""
+    """`gateway.do`. The SDK sends everything in the query string; a form body is accepted too.
+
+    The browser methods (page.pay, wap.pay) get the cashier page; every other method JSON.
+    """
     params = {key: request.GET.get(key, "") for key in request.GET}
     if request.method == "POST":
         params.update({key: request.POST.get(key, "") for key in request.POST})
-    answer = alipay_gateway_handle(
-        params, pay_url_for=lambda token: request.build_absolute_uri(reverse("sandbox:alipay-pay", args=[token]))
+    if is_cashier_request(params):
+        return _alipay_cashier(request, params)
+    urls = GatewayUrls(
+        pay=lambda token: request.build_absolute_uri(reverse("sandbox:alipay-pay", args=[token])),
+        absolute=request.build_absolute_uri,
     )
-    # Always 200: python-alipay-sdk raises on any other status, business errors included.
-    return HttpResponse(answer.text().encode("utf-8"), content_type="application/json;charset=utf-8")
+    answer = alipay_gateway_handle(params, urls=urls)
+    if answer.delay_seconds:
+        time.sleep(answer.delay_seconds)  # a timeout fault: the work is done, the answer comes too late
+    # 200 but under the ERROR_5XX fault: python-alipay-sdk raises on any other status.
+    content_type = "application/json;charset=utf-8" if answer.http_status == 200 else "text/html;charset=utf-8"
+    return HttpResponse(answer.text().encode("utf-8"), status=answer.http_status, content_type=content_type)
+
+
+def _alipay_cashier(request: HttpRequest, params: dict) -> HttpResponse:
+    answer = alipay_cashier_open(params)
+    if answer.trade is None:
+        context = {"error": answer.error.node() if answer.error else {}}
+        return render(request, "sandbox/alipay_pay.html", context, status=answer.http_status)
+    trade = answer.trade
+    return render(
+        request,
+        "sandbox/alipay_pay.html",
+        {"trade": trade, "view": _trade_view(trade), "pay_url": reverse("sandbox:alipay-pay", args=[trade.pay_token])},
+    )
 
 
 def _trade_view(trade: AlipayTrade) -> dict:
@@ -62,9 +93,26 @@ def alipay_pay(request: HttpRequest, token: str) -> HttpResponse:
         trade, changed = services.alipay_trade_settle(trade=trade, succeed=result == "success")
     else:
         trade = services.alipay_trade_scan(trade=trade)
+    # A cashier trade (page.pay / wap.pay) sends the payer back to return_url once paid.
+    return_url = alipay_return_url(trade) if request.method == "POST" else ""
     if _wants_json(request):
-        return JsonResponse({**_trade_view(trade), "changed": changed})
+        return JsonResponse({**_trade_view(trade), "changed": changed, "return_url": return_url})
+    if return_url:
+        return redirect(return_url)
     return render(request, "sandbox/alipay_pay.html", {"trade": trade, "view": _trade_view(trade), "changed": changed})
+
+
+@require_GET
+def alipay_bill_file(request: HttpRequest) -> HttpResponse:
+    """The zip behind `bill_download_url`, generated from the sandbox's records as it is asked for."""
+    link = alipay_bill.bill_link_read(request.GET.get("bill", ""))
+    app = selectors.alipay_app_get(app_id=link[0]) if link else None
+    if app is None:
+        raise Http404("the download link is invalid or has expired")
+    name, content = alipay_bill.bill_zip(app=app, bill_date=link[1])
+    response = HttpResponse(content, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
 
 
 @require_GET

@@ -7,4 +7,12 @@ def adapter_class(provider: str) -> type[ChannelAdapter]:
         from apps.channels.adapters.alipay import AlipayAdapter
 
         return AlipayAdapter
+    if provider == "wechatpay":
+        from apps.channels.adapters.wechatpay import WechatpayAdapter
+
+        return WechatpayAdapter
+    if provider == "unionpay":
+        from apps.channels.adapters.unionpay import UnionPayAdapter
+
+        return UnionPayAdapter
     raise LookupError(f"no adapter for provider {provider!r}")

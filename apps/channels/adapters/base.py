@@ -35,6 +35,9 @@ class PaymentRequest:
     time_expire: datetime
     notify_url: str
     extra: dict = field(default_factory=dict)
+    # When paysys asked (the charge's creation time). Providers that identify a transaction by
+    # its request time (UnionPay's txnTime) derive it from this, so queries can name it later.
+    requested_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class RefundRequest:
     total_amount: Money  # the original payment
     reason: str
     notify_url: str
+    requested_at: datetime | None = None  # the refund's creation time (see PaymentRequest)
 
 
 class RefundStatus(enum.StrEnum):
@@ -136,11 +140,12 @@ class ProviderReply:
 class ChannelFailure(Exception):
     """A provider call that did not produce an answer we can act on."""
 
-    def __init__(self, message: str, *, code: str = "", reached_provider: bool = True):
+    def __init__(self, message: str, *, code: str = "", reached_provider: bool = True, http_status: int | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.reached_provider = reached_provider
+        self.http_status = http_status  # the provider's HTTP status when it answered (for the call log)
 
 
 class ChannelTimeout(ChannelFailure):
@@ -184,10 +189,12 @@ class ChannelAdapter(abc.ABC):
     def create_payment(self, request: PaymentRequest) -> PaymentCreated: ...
 
     @abc.abstractmethod
-    def query_payment(self, *, out_trade_no: str, currency: str) -> PaymentResult: ...
+    def query_payment(
+        self, *, out_trade_no: str, currency: str, requested_at: datetime | None = None
+    ) -> PaymentResult: ...
 
     @abc.abstractmethod
-    def close_payment(self, *, out_trade_no: str) -> None: ...
+    def close_payment(self, *, out_trade_no: str, requested_at: datetime | None = None) -> None: ...
 
     @abc.abstractmethod
     def parse_notification(
@@ -195,22 +202,24 @@ class ChannelAdapter(abc.ABC):
     ) -> PaymentResult | RefundResult:
         """Verifies the provider's signature and returns what it states; NotificationInvalid if not."""
 
-    def refund(self, request: RefundRequest) -> RefundResult:
-        raise NotImplementedError(f"{self.provider}: not supported yet")
+    @abc.abstractmethod
+    def refund(self, request: RefundRequest) -> RefundResult: ...
 
-    def query_refund(self, *, out_trade_no: str, out_refund_no: str, currency: str) -> RefundResult:
-        raise NotImplementedError(f"{self.provider}: not supported yet")
+    @abc.abstractmethod
+    def query_refund(
+        self, *, out_trade_no: str, out_refund_no: str, currency: str, requested_at: datetime | None = None
+    ) -> RefundResult: ...
 
+    @abc.abstractmethod
     def download_bill(self, *, bill_date: date, dest: BinaryIO) -> str:
         """Writes the provider's raw bill file for a day to `dest`; returns its file name.
 
         BillNotReady when the provider has not published it yet (retry later).
         """
-        raise NotImplementedError(f"{self.provider}: not supported yet")
 
+    @abc.abstractmethod
     def parse_bill(self, source: BinaryIO) -> Iterator[BillLine]:
         """Streams standard bill lines out of a raw bill file; BillInvalid on a malformed file."""
-        raise NotImplementedError(f"{self.provider}: not supported yet")
 
     @abc.abstractmethod
     def notification_ack(self) -> ProviderReply: ...

@@ -1,16 +1,21 @@
 """AlipayAdapter against the Alipay sandbox over HTTP (live server), as paysys reaches a provider."""
 
+import dataclasses
 import datetime as dt
 import http.server
 import io
 import json
+import re
 import socket
 import threading
-from urllib.parse import parse_qsl, urlencode
+import zipfile
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
+from alipay import AliPay
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 from moneyed import Money
 
@@ -18,6 +23,10 @@ from apps.channels.adapters import adapter_class
 from apps.channels.adapters.alipay import AlipayAdapter
 from apps.channels.adapters.base import (
     AccountConfig,
+    BillInvalid,
+    BillLine,
+    BillLineKind,
+    BillNotReady,
     ChannelRejected,
     ChannelResponseInvalid,
     ChannelTimeout,
@@ -26,6 +35,8 @@ from apps.channels.adapters.base import (
     PaymentRequest,
     PaymentStatus,
     ProviderReply,
+    RefundRequest,
+    RefundStatus,
 )
 from apps.core import crypto
 
@@ -123,7 +134,7 @@ def payment(out_trade_no: str, notify_url: str = "http://127.0.0.1:9/notify", am
 def test_capabilities_and_registry():
     assert adapter_class("alipay") is AlipayAdapter
     assert AlipayAdapter.provider == "alipay"
-    assert AlipayAdapter.methods == frozenset({"alipay_qr"})
+    assert AlipayAdapter.methods == frozenset({"alipay_qr", "alipay_wap", "alipay_pc_direct"})
     assert AlipayAdapter.currencies == frozenset({"CNY"})
     assert AlipayAdapter.refunds_notify is False
 
@@ -347,3 +358,493 @@ def test_unusable_credentials_are_a_configuration_failure(gateway):
         adapter.query_payment(out_trade_no="x", currency="CNY")
 
     assert (excinfo.value.code, excinfo.value.reached_provider) == ("account_misconfigured", False)
+
+
+# --- alipay_wap and alipay_pc_direct -------------------------------------------------------------
+
+
+def redirect_payment(out_trade_no: str, method: str, notify_url: str, **extra) -> PaymentRequest:
+    return dataclasses.replace(payment(out_trade_no, notify_url=notify_url), method=method, extra=extra)
+
+
+@pytest.mark.parametrize(
+    "method, alipay_method, product_code",
+    [("alipay_wap", "alipay.trade.wap.pay", "QUICK_WAP_PAY"),
+     ("alipay_pc_direct", "alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY")],
+    ids=["wap", "pc_direct"],
+)  # fmt: skip
+def test_a_redirect_credential_opens_the_cashier_and_paying_returns_and_notifies(
+    adapter, gateway, credentials, receiver, method, alipay_method, product_code
+):
+    success_url = "http://shop.example/done?order=7"
+    created = adapter.create_payment(
+        redirect_payment(f"ch_{method}", method, receiver.url, success_url=success_url, cancel_url="http://shop/x")
+    )
+
+    credential = created.credential
+    assert created.transaction_no is None
+    assert sorted(credential) == sorted(
+        ["app_id", "method", "charset", "sign_type", "timestamp", "version", "biz_content", "notify_url",
+         "return_url", "sign", "channel_url"]
+    )  # fmt: skip
+    assert (credential["channel_url"], credential["method"]) == (gateway, alipay_method)
+    assert (credential["app_id"], credential["return_url"], credential["notify_url"]) == (
+        credentials["app_id"], success_url, receiver.url,
+    )  # fmt: skip
+    biz = json.loads(credential["biz_content"])
+    assert biz["product_code"] == product_code
+    assert (biz["out_trade_no"], biz["total_amount"], biz["subject"]) == (f"ch_{method}", "12.34", "Order 订单")
+    assert biz.get("quit_url") == ("http://shop/x" if method == "alipay_wap" else None)
+    # What pingpp-js does with the credential: channel_url + "?" + the other fields, form-encoded.
+    params = {k: v for k, v in credential.items() if k != "channel_url"}
+    cashier = requests.get(f"{credential['channel_url']}?{urlencode(params)}", timeout=5)
+    assert cashier.status_code == 200 and "12.34" in cashier.text and f"ch_{method}" in cashier.text
+    assert adapter.query_payment(out_trade_no=f"ch_{method}", currency="CNY").status == PaymentStatus.PENDING
+
+    pay_path = re.search(r'action="([^"]+)"', cashier.text).group(1)
+    paid = requests.post(urljoin(gateway, pay_path), data={"result": "success"}, allow_redirects=False, timeout=5)
+
+    assert paid.status_code == 302
+    location = paid.headers["Location"]
+    assert location.startswith(success_url + "&")
+    returned = dict(parse_qsl(urlsplit(location).query))
+    query = adapter.query_payment(out_trade_no=f"ch_{method}", currency="CNY")
+    assert query.status == PaymentStatus.SUCCEEDED
+    assert sorted(returned) == sorted(
+        ["order", "charset", "out_trade_no", "method", "total_amount", "sign", "trade_no", "auth_app_id", "version",
+         "app_id", "sign_type", "seller_id", "timestamp"]
+    )  # fmt: skip
+    assert (returned["method"], returned["total_amount"], returned["trade_no"], returned["out_trade_no"]) == (
+        f"{alipay_method}.return", "12.34", query.transaction_no, f"ch_{method}",
+    )  # fmt: skip
+    # The return is signed as a notification is: the merchant's SDK verifies it (order= is the shop's own).
+    sdk = AliPay(appid=credentials["app_id"], app_private_key_string=credentials["app_private_key"],
+                 alipay_public_key_string=credentials["alipay_public_key"])  # fmt: skip
+    signed = {k: v for k, v in returned.items() if k not in ("sign", "order")}
+    assert sdk.verify(signed, returned["sign"]) is True
+    assert sdk.verify({**signed, "total_amount": "0.01"}, returned["sign"]) is False
+    notified = adapter.parse_notification(headers={}, body=receiver.bodies[0], currency="CNY")
+    assert (notified.status, notified.amount, notified.transaction_no) == (
+        PaymentStatus.SUCCEEDED, Money("12.34", "CNY"), query.transaction_no,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["alipay_wap", "alipay_pc_direct"])
+def test_a_redirect_method_without_success_url_is_rejected_before_any_call(adapter, method):
+    with pytest.raises(ChannelRejected) as excinfo:
+        adapter.create_payment(redirect_payment("ch_no_url", method, "http://127.0.0.1:9/n"))
+
+    assert excinfo.value.code == "success_url_required"
+
+
+def test_a_tampered_cashier_url_is_refused_by_the_sandbox(adapter):
+    credential = adapter.create_payment(
+        redirect_payment("ch_tampered", "alipay_pc_direct", "http://127.0.0.1:9/n", success_url="http://s/r")
+    ).credential
+    params = {k: v for k, v in credential.items() if k != "channel_url"}
+    params["biz_content"] = params["biz_content"].replace("12.34", "0.01")
+
+    cashier = requests.get(f"{credential['channel_url']}?{urlencode(params)}", timeout=5)
+
+    assert cashier.status_code == 400 and "isv.invalid-signature" in cashier.text
+    assert adapter.query_payment(out_trade_no="ch_tampered", currency="CNY").status == PaymentStatus.NOT_FOUND
+
+
+# --- refunds -------------------------------------------------------------------------------------
+
+
+def paid_qr(adapter, out_trade_no: str, notify_url: str = "http://127.0.0.1:9/n", amount: str = "12.34") -> str:
+    """A QR payment the payer has paid; returns Alipay's trade_no."""
+    qr_code = adapter.create_payment(payment(out_trade_no, notify_url=notify_url, amount=amount)).credential
+    return requests.post(qr_code, data={"result": "success"}, headers={"Accept": "application/json"}, timeout=5).json()[
+        "trade_no"
+    ]
+
+
+def refund_request(out_trade_no: str, trade_no: str, out_refund_no: str, amount: str, total: str = "12.34"):
+    return RefundRequest(
+        out_trade_no=out_trade_no,
+        transaction_no=trade_no,
+        out_refund_no=out_refund_no,
+        amount=Money(amount, "CNY"),
+        total_amount=Money(total, "CNY"),
+        reason="customer returned it",
+        notify_url="",
+    )
+
+
+def test_partial_repeated_over_and_full_refunds(adapter, receiver):
+    trade_no = paid_qr(adapter, "ch_refund", receiver.url)
+
+    first = adapter.refund(refund_request("ch_refund", trade_no, "re_1", "2.00"))
+    repeated = adapter.refund(refund_request("ch_refund", trade_no, "re_1", "2.00"))
+    over = adapter.refund(refund_request("ch_refund", trade_no, "re_2", "10.35"))
+    rest = adapter.refund(refund_request("ch_refund", trade_no, "re_3", "10.34"))
+    after_full = adapter.refund(refund_request("ch_refund", trade_no, "re_4", "0.01"))
+
+    assert (first.status, first.out_refund_no, first.out_trade_no, first.amount) == (
+        RefundStatus.SUCCEEDED, "re_1", "ch_refund", Money("2.00", "CNY"),
+    )  # fmt: skip
+    assert (first.raw["fund_change"], first.raw["refund_fee"], first.raw["send_back_fee"]) == ("Y", "2.00", "2.00")
+    assert abs(first.succeeded_at - timezone.now()) < dt.timedelta(minutes=1)
+    # A repeat moves no money (fund_change N): the adapter settles it with a refund query.
+    assert (repeated.status, repeated.amount, repeated.succeeded_at) == (
+        RefundStatus.SUCCEEDED, Money("2.00", "CNY"), first.succeeded_at,
+    )  # fmt: skip
+    assert repeated.raw["refund_status"] == "REFUND_SUCCESS"
+    assert (over.status, over.failure_code, over.failure_msg) == (
+        RefundStatus.FAILED, "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限",
+    )  # fmt: skip
+    assert (rest.status, rest.amount, rest.raw["refund_fee"]) == (
+        RefundStatus.SUCCEEDED,
+        Money("10.34", "CNY"),
+        "12.34",
+    )
+    assert (after_full.status, after_full.failure_code) == (RefundStatus.FAILED, "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
+    assert adapter.query_payment(out_trade_no="ch_refund", currency="CNY").status == PaymentStatus.CLOSED
+    queried = {
+        no: adapter.query_refund(out_trade_no="ch_refund", out_refund_no=no, currency="CNY")
+        for no in ("re_1", "re_2", "re_3")
+    }
+    assert (queried["re_1"].status, queried["re_1"].amount) == (RefundStatus.SUCCEEDED, Money("2.00", "CNY"))
+    assert (queried["re_2"].status, queried["re_2"].amount) == (RefundStatus.NOT_FOUND, None)
+    assert (queried["re_3"].status, queried["re_3"].amount) == (RefundStatus.SUCCEEDED, Money("10.34", "CNY"))
+    # Payment, then one notification per refund that moved money (Alipay notifies refunds).
+    results = [adapter.parse_notification(headers={}, body=body, currency="CNY") for body in receiver.bodies]
+    assert [type(r).__name__ for r in results] == ["PaymentResult", "RefundResult", "RefundResult"]
+    assert [(r.out_refund_no, r.status, r.out_trade_no) for r in results[1:]] == [
+        ("re_1", RefundStatus.SUCCEEDED, "ch_refund"), ("re_3", RefundStatus.SUCCEEDED, "ch_refund"),
+    ]  # fmt: skip
+    assert [(r.raw["trade_status"], r.raw["refund_fee"]) for r in results[1:]] == [
+        ("TRADE_SUCCESS", "2.00"), ("TRADE_CLOSED", "12.34"),
+    ]  # fmt: skip
+    assert results[1].succeeded_at == first.succeeded_at
+
+
+def test_a_repeated_refund_no_with_another_amount_and_an_unpaid_trade_fail(adapter):
+    trade_no = paid_qr(adapter, "ch_refund_bad")
+    adapter.refund(refund_request("ch_refund_bad", trade_no, "re_a", "1.00"))
+    unpaid_qr = adapter.create_payment(payment("ch_unpaid")).credential
+    requests.get(unpaid_qr, timeout=5)
+
+    discordant = adapter.refund(refund_request("ch_refund_bad", trade_no, "re_a", "1.01"))
+    unpaid = adapter.refund(refund_request("ch_unpaid", "", "re_b", "1.00"))
+    missing = adapter.refund(refund_request("ch_nowhere", "", "re_c", "1.00"))
+
+    assert (discordant.status, discordant.failure_code) == (RefundStatus.FAILED, "ACQ.DISCORDANT_REPEAT_REQUEST")
+    assert (unpaid.status, unpaid.failure_code) == (RefundStatus.FAILED, "ACQ.TRADE_STATUS_ERROR")
+    assert (missing.status, missing.failure_code) == (RefundStatus.FAILED, "ACQ.TRADE_NOT_EXIST")
+    assert adapter.query_refund(out_trade_no="ch_nowhere", out_refund_no="re_c", currency="CNY").status == (
+        RefundStatus.NOT_FOUND
+    )
+    assert adapter.query_refund(out_trade_no="ch_refund_bad", out_refund_no="re_a", currency="CNY").amount == Money(
+        "1.00", "CNY"
+    )
+
+
+def test_refund_answers_signed_by_another_key_are_invalid(gateway, credentials, adapter):
+    trade_no = paid_qr(adapter, "ch_refund_sig")
+    other = crypto.public_key_pem(crypto.rsa_generate())
+    wrong = make_adapter(gateway, {**credentials, "alipay_public_key": other}, account_id=11)
+
+    with pytest.raises(ChannelResponseInvalid) as refund_exc:
+        wrong.refund(refund_request("ch_refund_sig", trade_no, "re_sig", "1.00"))
+    with pytest.raises(ChannelResponseInvalid) as query_exc:
+        wrong.query_refund(out_trade_no="ch_refund_sig", out_refund_no="re_sig", currency="CNY")
+
+    assert refund_exc.value.code == query_exc.value.code == "invalid_signature"
+
+
+def test_a_tampered_refund_notification_is_invalid(adapter, receiver):
+    trade_no = paid_qr(adapter, "ch_refund_tamper", receiver.url)
+    adapter.refund(refund_request("ch_refund_tamper", trade_no, "re_t", "1.00"))
+    fields = dict(parse_qsl(receiver.bodies[1].decode(), keep_blank_values=True))
+
+    with pytest.raises(NotificationInvalid):
+        adapter.parse_notification(headers={}, body=urlencode({**fields, "refund_fee": "12.34"}).encode())
+    with pytest.raises(NotificationInvalid):
+        adapter.parse_notification(headers={}, body=urlencode({**fields, "out_biz_no": "re_other"}).encode())
+
+
+# --- bills ---------------------------------------------------------------------------------------
+
+
+def sandbox_to_yesterday() -> None:
+    """Given: what the sandbox recorded today happened yesterday (bills are published T+1).
+
+    The sandbox is another system (nothing here imports it): its rows are moved in SQL.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE sandbox_alipayapp SET created_at = created_at - interval '1 day'")
+        cursor.execute(
+            "UPDATE sandbox_alipaytrade SET created_at = created_at - interval '1 day',"
+            " paid_at = paid_at - interval '1 day'"
+        )
+        cursor.execute("UPDATE sandbox_alipayrefund SET refunded_at = refunded_at - interval '1 day'")
+
+
+def yesterday() -> dt.date:
+    return (timezone.now().astimezone(SHANGHAI) - dt.timedelta(days=1)).date()
+
+
+@pytest.fixture
+def day_of_business(adapter):
+    """Three payments and two refunds, moved to yesterday; returns what the adapter was told."""
+    trades = {no: paid_qr(adapter, no, amount=amount) for no, amount in
+              (("ch_bill_a", "7.50"), ("ch_bill_b", "0.50"), ("ch_bill_c", "100.00"))}  # fmt: skip
+    paid_at = {no: adapter.query_payment(out_trade_no=no, currency="CNY").paid_at for no in trades}
+    refunds = [
+        adapter.refund(refund_request("ch_bill_a", trades["ch_bill_a"], "re_bill_1", "2.50", "7.50")),
+        adapter.refund(refund_request("ch_bill_c", trades["ch_bill_c"], "re_bill_2", "100.00", "100.00")),
+    ]
+    sandbox_to_yesterday()
+    day = dt.timedelta(days=1)
+    return {"trades": trades, "paid_at": {k: v - day for k, v in paid_at.items()},
+            "refunded_at": [r.succeeded_at - day for r in refunds]}  # fmt: skip
+
+
+def bill_line(kind, trade_no, out_trade_no, amount, fee, at, out_refund_no="") -> BillLine:
+    return BillLine(
+        provider="alipay", account_id=1, trade_no=trade_no, out_trade_no=out_trade_no, kind=kind,
+        amount=Money(amount, "CNY"), fee=Money(fee, "CNY"),
+        status="TRADE_SUCCESS" if kind == BillLineKind.PAYMENT else "REFUND_SUCCESS", occurred_at=at,
+        out_refund_no=out_refund_no,
+    )  # fmt: skip
+
+
+def download(adapter, day=None) -> tuple[str, bytes]:
+    dest = io.BytesIO()
+    name = adapter.download_bill(bill_date=day or yesterday(), dest=dest)
+    return name, dest.getvalue()
+
+
+def test_the_bill_of_a_day_downloads_and_parses_into_exact_lines(adapter, day_of_business):
+    trades, paid_at, refunded_at = day_of_business["trades"], day_of_business["paid_at"], day_of_business["refunded_at"]
+
+    name, content = download(adapter)
+    lines = list(adapter.parse_bill(io.BytesIO(content)))
+
+    assert re.fullmatch(rf"2088\d{{12}}0156_{yesterday():%Y%m%d}\.csv\.zip", name)
+    # Fees: 0.6% rounded half-up to the fen: 7.50 -> 0.045 -> 0.05; 0.50 -> 0.003 -> 0.00; 2.50 -> 0.015 -> 0.02.
+    expected = [
+        bill_line(BillLineKind.PAYMENT, trades["ch_bill_a"], "ch_bill_a", "7.50", "0.05", paid_at["ch_bill_a"]),
+        bill_line(BillLineKind.PAYMENT, trades["ch_bill_b"], "ch_bill_b", "0.50", "0.00", paid_at["ch_bill_b"]),
+        bill_line(BillLineKind.PAYMENT, trades["ch_bill_c"], "ch_bill_c", "100.00", "0.60", paid_at["ch_bill_c"]),
+        bill_line(BillLineKind.REFUND, trades["ch_bill_a"], "ch_bill_a", "2.50", "0.02", refunded_at[0], "re_bill_1"),
+        bill_line(BillLineKind.REFUND, trades["ch_bill_c"], "ch_bill_c", "100.00", "0.60", refunded_at[1],
+                  "re_bill_2"),
+    ]  # fmt: skip
+    assert lines == expected
+
+
+def test_todays_bill_is_not_ready(adapter):
+    with pytest.raises(BillNotReady) as excinfo:
+        download(adapter, timezone.now().astimezone(SHANGHAI).date())
+
+    assert excinfo.value.code == "isp.bill_not_exist"
+
+
+def rezip(content: bytes, transform) -> bytes:
+    """The same archive with the detail member's bytes passed through `transform`."""
+    source = zipfile.ZipFile(io.BytesIO(content))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info, transform(data) if "汇总".encode("gbk") not in info.filename.encode("cp437")
+                            else data)  # fmt: skip
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda content: content[: len(content) // 2],
+        lambda content: b"<html>expired</html>",
+        lambda content: rezip(content, lambda data: data.decode("gbk").encode("utf-8")),
+        lambda content: rezip(content, lambda data: data[: data.index("业务明细列表结束".encode("gbk"))]),
+        lambda content: rezip(content, lambda data: data.replace(b"7.50,7.50", b"7.50")),
+        lambda content: rezip(content, lambda data: data.replace(b"2.50", b"2.5x", 1)),
+    ],
+    ids=["truncated-zip", "garbage", "utf-8-not-gbk", "truncated-detail", "missing-cell", "bad-amount"],
+)
+def test_a_damaged_bill_is_invalid(adapter, day_of_business, damage):
+    _, content = download(adapter)
+
+    with pytest.raises(BillInvalid):
+        list(adapter.parse_bill(io.BytesIO(damage(content))))
+
+
+# --- faults, injected from the sandbox's console -------------------------------------------------
+
+
+def inject(client, credentials, kind: str, params: dict | None = None, **scope) -> None:
+    response = client.post(
+        "/sandbox/faults/",
+        {"action": "add", "provider": "alipay", "merchant_ref": credentials["app_id"], "kind": kind,
+         "params": json.dumps(params or {}), "out_trade_no": scope.get("out_trade_no", ""),
+         "remaining": scope.get("remaining", "")},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content
+
+
+@pytest.fixture
+def slow_adapter(gateway, credentials) -> AlipayAdapter:
+    """Gives up after 1 s; timeout faults answer after 2 s."""
+    return make_adapter(gateway, credentials, account_id=20, timeout=1)
+
+
+def test_timeout_on_create_leaves_an_unscanned_trade(slow_adapter, client, credentials):
+    inject(client, credentials, "timeout_create", {"seconds": 2}, out_trade_no="ch_t_create", remaining=1)
+
+    with pytest.raises(ChannelTimeout):
+        slow_adapter.create_payment(payment("ch_t_create"))
+
+    assert slow_adapter.query_payment(out_trade_no="ch_t_create", currency="CNY").status == PaymentStatus.NOT_FOUND
+    assert slow_adapter.create_payment(payment("ch_t_create")).credential.startswith("http")  # retried: same trade
+
+
+def test_create_timeout_paid_times_out_and_the_query_shows_it_paid(slow_adapter, client, credentials, receiver):
+    inject(client, credentials, "create_timeout_paid", {"seconds": 2}, remaining=1)
+
+    with pytest.raises(ChannelTimeout):
+        slow_adapter.create_payment(payment("ch_t_paid", notify_url=receiver.url))
+
+    result = slow_adapter.query_payment(out_trade_no="ch_t_paid", currency="CNY")
+    assert (result.status, result.amount) == (PaymentStatus.SUCCEEDED, Money("12.34", "CNY"))
+    assert slow_adapter.parse_notification(headers={}, body=receiver.bodies[0]).status == PaymentStatus.SUCCEEDED
+
+
+def test_timeout_on_query_and_on_refund(slow_adapter, adapter, client, credentials):
+    trade_no = paid_qr(adapter, "ch_t_refund")
+    inject(client, credentials, "timeout_query", {"seconds": 2}, remaining=1)
+    inject(client, credentials, "timeout_refund", {"seconds": 2}, remaining=1)
+
+    with pytest.raises(ChannelTimeout):
+        slow_adapter.query_payment(out_trade_no="ch_t_refund", currency="CNY")
+    with pytest.raises(ChannelTimeout):
+        slow_adapter.refund(refund_request("ch_t_refund", trade_no, "re_t", "1.00"))
+
+    # The refund was made; only its answer was late. The refund query says so.
+    settled = slow_adapter.query_refund(out_trade_no="ch_t_refund", out_refund_no="re_t", currency="CNY")
+    assert (settled.status, settled.amount) == (RefundStatus.SUCCEEDED, Money("1.00", "CNY"))
+    assert slow_adapter.query_payment(out_trade_no="ch_t_refund", currency="CNY").status == PaymentStatus.SUCCEEDED
+
+
+def test_5xx_on_the_listed_operations_only(adapter, client, credentials):
+    inject(client, credentials, "error_5xx", {"operations": ["alipay.trade.query"], "status": 503}, remaining=1)
+
+    created = adapter.create_payment(payment("ch_5xx"))  # not listed: answered
+    with pytest.raises(ChannelUnavailable) as excinfo:
+        adapter.query_payment(out_trade_no="ch_5xx", currency="CNY")
+    after = adapter.query_payment(out_trade_no="ch_5xx", currency="CNY")  # remaining=1: spent
+
+    assert created.credential.startswith("http")
+    assert (excinfo.value.code, excinfo.value.reached_provider) == ("http_503", True)
+    assert after.status == PaymentStatus.NOT_FOUND
+
+
+def test_5xx_on_every_operation(adapter, client, credentials):
+    inject(client, credentials, "error_5xx")
+
+    for call in (lambda: adapter.create_payment(payment("ch_5xx_all")),
+                 lambda: adapter.refund(refund_request("ch_5xx_all", "", "re_x", "1.00")),
+                 lambda: adapter.download_bill(bill_date=yesterday(), dest=io.BytesIO())):  # fmt: skip
+        with pytest.raises(ChannelUnavailable) as excinfo:
+            call()
+        assert excinfo.value.code == "http_502"
+
+
+def test_a_duplicated_notification_is_delivered_twice(adapter, client, credentials, receiver):
+    inject(client, credentials, "notify_duplicate", out_trade_no="ch_dup")
+
+    paid_qr(adapter, "ch_dup", receiver.url)
+
+    assert len(receiver.bodies) == 2
+    first, second = (adapter.parse_notification(headers={}, body=b) for b in receiver.bodies)
+    assert first.raw["notify_id"] == second.raw["notify_id"]
+    assert (first.status, second.status) == (PaymentStatus.SUCCEEDED, PaymentStatus.SUCCEEDED)
+
+
+@pytest.mark.parametrize("delta, amount", [(-100, "11.34"), (5, "12.39")], ids=["less", "more"])
+def test_a_notification_whose_amount_differs_is_signed_and_states_the_other_amount(
+    adapter, client, credentials, receiver, delta, amount
+):
+    inject(client, credentials, "notify_amount_differs", {"delta": delta})
+
+    paid_qr(adapter, "ch_differs", receiver.url)
+
+    result = adapter.parse_notification(headers={}, body=receiver.bodies[0], currency="CNY")
+    assert (result.status, result.amount) == (PaymentStatus.SUCCEEDED, Money(amount, "CNY"))
+    assert result.raw["receipt_amount"] == amount
+    assert adapter.query_payment(out_trade_no="ch_differs", currency="CNY").amount == Money("12.34", "CNY")
+
+
+def test_a_lost_notification_never_arrives_but_the_query_knows(adapter, client, credentials, receiver):
+    inject(client, credentials, "notify_lost", out_trade_no="ch_lost")
+
+    paid_qr(adapter, "ch_lost", receiver.url)
+
+    assert receiver.bodies == []
+    assert adapter.query_payment(out_trade_no="ch_lost", currency="CNY").status == PaymentStatus.SUCCEEDED
+
+
+def test_out_of_order_the_refund_notification_arrives_before_the_payment(adapter, client, credentials, receiver):
+    inject(client, credentials, "notify_out_of_order", out_trade_no="ch_ooo")
+    trade_no = paid_qr(adapter, "ch_ooo", receiver.url)
+    assert receiver.bodies == []
+
+    adapter.refund(refund_request("ch_ooo", trade_no, "re_ooo", "1.00"))
+
+    results = [adapter.parse_notification(headers={}, body=b, currency="CNY") for b in receiver.bodies]
+    assert [(type(r).__name__, r.status) for r in results] == [
+        ("RefundResult", RefundStatus.SUCCEEDED), ("PaymentResult", PaymentStatus.SUCCEEDED),
+    ]  # fmt: skip
+
+
+def test_a_refund_that_never_notifies(adapter, client, credentials, receiver):
+    inject(client, credentials, "refund_never_notifies")
+    trade_no = paid_qr(adapter, "ch_quiet_refund", receiver.url)
+
+    refunded = adapter.refund(refund_request("ch_quiet_refund", trade_no, "re_quiet", "1.00"))
+
+    assert refunded.status == RefundStatus.SUCCEEDED
+    assert [adapter.parse_notification(headers={}, body=b).status for b in receiver.bodies] == [PaymentStatus.SUCCEEDED]
+
+
+@pytest.mark.parametrize(
+    "kind, params, change",
+    [
+        ("bill_missing_line", {}, lambda lines: lines[1:]),
+        ("bill_altered_line", {"field": "amount"},
+         lambda lines: [dataclasses.replace(lines[0], amount=Money("7.51", "CNY")), *lines[1:]]),
+        ("bill_altered_line", {"field": "fee", "delta": 3},
+         lambda lines: [dataclasses.replace(lines[0], fee=Money("0.08", "CNY")), *lines[1:]]),
+        ("bill_altered_line", {"field": "status"},
+         lambda lines: [dataclasses.replace(lines[0], kind=BillLineKind.REFUND, status="REFUND_SUCCESS"),
+                        *lines[1:]]),
+    ],
+    ids=["missing", "altered-amount", "altered-fee", "altered-status"],
+)  # fmt: skip
+def test_bill_faults_change_the_parsed_lines_as_injected(adapter, client, credentials, day_of_business, kind, params,
+                                                         change):  # fmt: skip
+    honest = list(adapter.parse_bill(io.BytesIO(download(adapter)[1])))
+    inject(client, credentials, kind, params, out_trade_no="ch_bill_a" if kind == "bill_missing_line" else "")
+
+    faulty = list(adapter.parse_bill(io.BytesIO(download(adapter)[1])))
+
+    assert faulty == change(honest)
+
+
+def test_a_bill_with_an_extra_line(adapter, client, credentials, day_of_business):
+    honest = list(adapter.parse_bill(io.BytesIO(download(adapter)[1])))
+    inject(client, credentials, "bill_extra_line", {"amount": "3.00", "out_trade_no": "ch_nobody"})
+
+    faulty = list(adapter.parse_bill(io.BytesIO(download(adapter)[1])))
+
+    (extra,) = [line for line in faulty if line not in honest]
+    assert [line for line in faulty if line != extra] == honest
+    assert (extra.out_trade_no, extra.kind, extra.amount, extra.fee, extra.occurred_at) == (
+        "ch_nobody", BillLineKind.PAYMENT, Money("3.00", "CNY"), Money("0.02", "CNY"),
+        dt.datetime.combine(yesterday(), dt.time(12), tzinfo=SHANGHAI),
+    )  # fmt: skip

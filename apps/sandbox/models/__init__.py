@@ -3,7 +3,15 @@
 One module per provider (plus the injected faults); nothing here refers to paysys's models.
 """
 
-from apps.sandbox.models.alipay import AlipayApp, AlipayNotification, AlipayTrade, AlipayTradeStatus
+from apps.sandbox.models.alipay import (
+    AlipayApp,
+    AlipayNotification,
+    AlipayNotificationHold,
+    AlipayProductCode,
+    AlipayRefund,
+    AlipayTrade,
+    AlipayTradeStatus,
+)
 from apps.sandbox.models.faults import FaultKind, SandboxFault
 from apps.sandbox.models.unionpay import (
     UnionPayAuthority,
@@ -25,6 +33,7 @@ from apps.sandbox.models.wechatpay import (
 )
 
 __all__ = ["AlipayApp", "AlipayNotification", "AlipayTrade", "AlipayTradeStatus", "FaultKind", "SandboxFault"]
+__all__ += ["AlipayNotificationHold", "AlipayProductCode", "AlipayRefund"]
 __all__ += [
     "WechatpayBill",
     "WechatpayMerchant",

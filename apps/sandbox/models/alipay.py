@@ -1,4 +1,3 @@
-
 from django.db import models
 
 from apps.core.fields import EncryptedTextField
@@ -8,6 +7,14 @@ class AlipayTradeStatus(models.TextChoices):
     WAIT_BUYER_PAY = "WAIT_BUYER_PAY"
     TRADE_SUCCESS = "TRADE_SUCCESS"
     TRADE_CLOSED = "TRADE_CLOSED"
+
+
+class AlipayProductCode(models.TextChoices):
+    """How the trade was created: precreate (QR), the PC cashier (page.pay) or the mobile one (wap.pay)."""
+
+    FACE_TO_FACE_PAYMENT = "FACE_TO_FACE_PAYMENT"
+    FAST_INSTANT_TRADE_PAY = "FAST_INSTANT_TRADE_PAY"
+    QUICK_WAP_PAY = "QUICK_WAP_PAY"
 
 
 class AlipayApp(models.Model):
@@ -30,7 +37,11 @@ class AlipayApp(models.Model):
 
 
 class AlipayTrade(models.Model):
-    """A trade created by `alipay.trade.precreate`; it "exists" for queries once scanned."""
+    """A trade created by `alipay.trade.precreate` (it "exists" for queries once scanned) or by the
+    payer opening the cashier of `alipay.trade.page.pay` / `wap.pay` (it exists from then on).
+
+    `refund_fee` is the cumulative refunded amount; a fully refunded trade is TRADE_CLOSED.
+    """
 
     app = models.ForeignKey(AlipayApp, on_delete=models.CASCADE, related_name="trades")
     out_trade_no = models.CharField(max_length=64)
@@ -43,6 +54,11 @@ class AlipayTrade(models.Model):
     )
     scanned = models.BooleanField(default=False)
     notify_url = models.CharField(max_length=500, blank=True, default="")
+    return_url = models.CharField(max_length=500, blank=True, default="")
+    product_code = models.CharField(
+        max_length=32, choices=AlipayProductCode.choices, default=AlipayProductCode.FACE_TO_FACE_PAYMENT
+    )
+    refund_fee = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     pay_token = models.CharField(max_length=32, unique=True)
     buyer_logon_id = models.CharField(max_length=100, blank=True, default="")
     buyer_user_id = models.CharField(max_length=16, blank=True, default="")
@@ -66,6 +82,34 @@ class AlipayTrade(models.Model):
         return self.status != AlipayTradeStatus.WAIT_BUYER_PAY
 
 
+class AlipayRefund(models.Model):
+    """One `alipay.trade.refund` request that moved money, keyed by the merchant's out_request_no."""
+
+    trade = models.ForeignKey(AlipayTrade, on_delete=models.CASCADE, related_name="refunds")
+    out_request_no = models.CharField(max_length=64)
+    refund_amount = models.DecimalField(max_digits=14, decimal_places=2)
+    refund_reason = models.CharField(max_length=256, blank=True, default="")
+    refunded_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["trade", "out_request_no"], name="sandbox_alipay_refund_request_uniq"),
+        ]
+        indexes = [models.Index(fields=["refunded_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.out_request_no} {self.refund_amount}"
+
+
+class AlipayNotificationHold(models.TextChoices):
+    """Why a notification is not (yet) sent: an injected fault, never Alipay's normal behaviour."""
+
+    NONE = "", "sent"
+    LOST = "lost", "lost (never sent)"
+    OUT_OF_ORDER = "out_of_order", "held until the trade's next notification is sent"
+
+
 class AlipayNotification(models.Model):
     """One asynchronous notification (`trade_status_sync`) and its delivery attempts.
 
@@ -77,6 +121,8 @@ class AlipayNotification(models.Model):
     notify_id = models.CharField(max_length=64, unique=True)
     trade_status = models.CharField(max_length=16, choices=AlipayTradeStatus.choices)
     notify_url = models.CharField(max_length=500)
+    out_biz_no = models.CharField(max_length=64, blank=True, default="", help_text="the refund's out_request_no")
+    hold = models.CharField(max_length=16, choices=AlipayNotificationHold.choices, blank=True, default="")
     fields = models.JSONField()
     attempts = models.PositiveIntegerField(default=0)
     delivered_at = models.DateTimeField(null=True, blank=True)
