@@ -1,11 +1,13 @@
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from apps.core.admin_fsm import ServiceTransitionAdminMixin
-from apps.payments import queries, refunds
+from apps.core.errors import PaysysError
+from apps.payments import queries, refunds, services
 from apps.payments.models import Charge, ChargeTransition, NotificationProblem, Refund, RefundTransition
+from apps.routing.admin import decision_html
 
 
 class ChargeTransitionInline(admin.TabularInline):
@@ -23,7 +25,7 @@ class ChargeTransitionInline(admin.TabularInline):
 class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
     fsm_services = {"close": lambda *, obj, by: queries.charge_expire(charge_id=obj.pk, by=by)}
-    actions = ["query_now"]
+    actions = ["query_now", "accept_amount_mismatch", "refund_amount_mismatch"]
     list_display = ["public_id", "app", "livemode", "channel", "amount", "status", "exception", "created_at"]
     list_filter = ["status", "livemode", "channel", "exception"]
     search_fields = ["public_id", "order__order_no", "transaction_no", "request_id"]
@@ -63,6 +65,29 @@ class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
         for charge in queryset[:100]:
             result = queries.charge_query(charge_id=charge.pk)
             self.message_user(request, f"{result.public_id}: {result.status}")
+
+    @admin.action(description="Amount mismatch: accept as paid (with the amount received)")
+    def accept_amount_mismatch(self, request, queryset):
+        self._resolve_mismatch(request, queryset, accept=True)
+
+    @admin.action(description="Amount mismatch: refund what was received")
+    def refund_amount_mismatch(self, request, queryset):
+        self._resolve_mismatch(request, queryset, accept=False)
+
+    def _resolve_mismatch(self, request, queryset, *, accept: bool):
+        for charge in queryset[:100]:
+            try:
+                services.charge_resolve_amount_mismatch(
+                    charge_id=charge.pk, accept=accept, by=f"admin:{request.user.get_username()}"
+                )
+            except PaysysError as exc:
+                self.message_user(request, f"{charge.public_id}: {exc.message}", level=messages.ERROR)
+            else:
+                self.message_user(request, f"{charge.public_id}: {'accepted' if accept else 'refunded'}")
+
+    @admin.display(description="routing decision")
+    def routing_decision(self, obj):
+        return decision_html(obj.public_id)
 
     @admin.display(description="exception detail")
     def exception_detail_pretty(self, obj):

@@ -46,3 +46,7 @@ class AmountExceedsRefundable(InvalidRequest):
 
 class ChargeAlreadyPaid(InvalidRequest):
     default_code = "charge_paid"
+
+
+class ChargeNotHeld(InvalidRequest):
+    default_code = "charge_not_held"

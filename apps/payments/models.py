@@ -59,6 +59,8 @@ class Charge(ConcurrentTransitionMixin, models.Model):
     query_attempts = models.PositiveIntegerField(default=0)
     reversed = models.BooleanField(default=False)
     amount_refunded = MoneyField(max_digits=18, decimal_places=3, default_currency=None, null=True, blank=True)
+    # What the provider actually received (equal to `amount` unless accepted after a mismatch).
+    amount_received = MoneyField(max_digits=18, decimal_places=3, default_currency=None, null=True, blank=True)
     # Fees fixed when the charge succeeds (ledger fee plans), never recomputed: what the ledger posted.
     platform_fee = MoneyField(max_digits=18, decimal_places=3, default_currency=None, null=True, blank=True)
     channel_fee = MoneyField(max_digits=18, decimal_places=3, default_currency=None, null=True, blank=True)
@@ -80,6 +82,11 @@ class Charge(ConcurrentTransitionMixin, models.Model):
     @property
     def paid(self) -> bool:
         return self.status == ChargeStatus.SUCCEEDED
+
+    @property
+    def refundable_base(self):
+        """What refunds are measured against: what the provider received."""
+        return self.amount_received or self.amount
 
     @transition(field=status, source=ChargeStatus.CREATED, target=ChargeStatus.PENDING)
     def submit(self, *, credential: dict, transaction_no: str = ""):

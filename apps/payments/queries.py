@@ -53,9 +53,7 @@ def charge_expire(*, charge_id: int, request_id: str = "", by: str = "expiry") -
     if charge.status not in OPEN_STATUSES:
         return charge
     try:
-        adapter_for(charge.channel_account).close_payment(
-            out_trade_no=charge.public_id, requested_at=charge.created_at
-        )
+        adapter_for(charge.channel_account).close_payment(out_trade_no=charge.public_id, requested_at=charge.created_at)
     except ChannelRejected:
         # The provider refuses to close: it was paid meanwhile. Its record decides, once it answers.
         try:

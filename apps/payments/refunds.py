@@ -40,6 +40,9 @@ from apps.payments.wire import refund_to_wire
 logger = logging.getLogger(__name__)
 
 AUTOMATIC_DUPLICATE_PAYMENT = "duplicate_payment"
+AUTOMATIC_AMOUNT_MISMATCH = "amount_mismatch"
+# Refunds of money that never paid the order: the order's state does not follow them.
+ORDER_UNTOUCHED = (AUTOMATIC_DUPLICATE_PAYMENT, AUTOMATIC_AMOUNT_MISMATCH)
 
 
 def _audit(refund: Refund, source: str, *, by: str, request_id: str, detail: dict | None = None) -> None:
@@ -77,7 +80,7 @@ def refund_open_locked(
     """Phase 1 on an already locked charge (the caller's transaction)."""
     if charge.status != ChargeStatus.SUCCEEDED:
         raise errors.ChargeNotRefundable(f"Charge {charge.public_id} is {charge.status}: only paid charges refund.")
-    remaining = charge.amount - _committed(charge)
+    remaining = charge.refundable_base - _committed(charge)
     if remaining.amount <= 0:
         raise errors.ChargeAlreadyRefunded(f"Charge {charge.public_id} is already fully refunded.")
     amount = remaining if amount is None else amount
@@ -126,7 +129,7 @@ def refund_submit(*, refund_id: int, request_id: str) -> Refund:
         result = adapter_for(account).refund(
             RefundRequest(
                 out_trade_no=charge.public_id, transaction_no=charge.transaction_no, out_refund_no=refund.public_id,
-                amount=refund.amount, total_amount=charge.amount, reason=refund.description or "refund",
+                amount=refund.amount, total_amount=charge.refundable_base, reason=refund.description or "refund",
                 notify_url=notify_url_for(account), requested_at=refund.created_at,
             )
         )  # fmt: skip
@@ -175,16 +178,18 @@ def _succeed(refund: Refund, charge: Charge, result: RefundResult, *, by: str, r
     refunded = refunded_before + refund.amount
     Charge.objects.filter(pk=charge.pk).update(amount_refunded=refunded)
     charge.amount_refunded = refunded
-    if refund.automatic != AUTOMATIC_DUPLICATE_PAYMENT:  # a duplicate payment never paid the order
+    if refund.automatic not in ORDER_UNTOUCHED:
         order = order_lock(order_id=charge.order_id)
-        order_record_refund(order=order, fully_refunded=refunded == charge.amount, by=by, request_id=request_id)
+        order_record_refund(
+            order=order, fully_refunded=refunded == charge.refundable_base, by=by, request_id=request_id
+        )
     event_create(app=charge.app, type="refund.succeeded", livemode=charge.livemode,
                  data_object=refund_to_wire(refund, charge=charge), request_id=request_id)  # fmt: skip
     # Last in the transaction: the ledger's account locks come after the charge, refund and order.
     ledger.refund_succeeded_post(
         reference=refund.public_id, livemode=charge.livemode, app_id=charge.app_id,
         merchant_id=charge.app.merchant_id, channel_account_id=charge.channel_account_id,
-        charge_amount=charge.amount, refunded_before=refunded_before, amount=refund.amount,
+        charge_amount=charge.refundable_base, refunded_before=refunded_before, amount=refund.amount,
         platform_fee=charge.platform_fee or zero, channel_fee=charge.channel_fee or zero,
         occurred_at=refund.succeeded_at,
     )  # fmt: skip
@@ -204,7 +209,7 @@ def refund_retry(*, refund_id: int, by: str, request_id: str = "") -> Refund:
     with transaction.atomic():
         charge = _charge_lock(refund.charge_id)
         refund = _refund_lock(refund_id)
-        remaining = charge.amount - _committed(charge)
+        remaining = charge.refundable_base - _committed(charge)
         if refund.amount > remaining:
             raise errors.AmountExceedsRefundable("Retrying would refund more than was paid.", param="amount")
         refund.retry()
@@ -229,7 +234,9 @@ def refund_query(*, refund_id: int, request_id: str = "") -> Refund:
     charge = refund.charge
     try:
         result = adapter_for(charge.channel_account).query_refund(
-            out_trade_no=charge.public_id, out_refund_no=refund.public_id, currency=charge.amount.currency.code,
+            out_trade_no=charge.public_id,
+            out_refund_no=refund.public_id,
+            currency=charge.amount.currency.code,
             requested_at=refund.created_at,
         )
     except (ChannelTimeout, ChannelResponseInvalid, ChannelUnavailable, ChannelRejected) as exc:

@@ -289,18 +289,27 @@ def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id
             detail={"transaction_no": result.transaction_no or ""},
         )
         return
+    _record_payment(charge, result, by=by, request_id=request_id, pay_order=True)
+
+
+def _record_payment(charge: Charge, result: PaymentResult, *, by: str, request_id: str, pay_order: bool) -> None:
+    """The locked open charge succeeds with what the provider received: fees fixed, order paid
+    (unless `pay_order` is False, or another charge paid it: then this one is refunded), the
+    `charge.succeeded` event, and the ledger journal, all in the caller's transaction."""
     source = charge.status
+    received = result.amount if result.amount is not None else charge.amount
     charge.succeed(paid_at=result.paid_at or timezone.now(), transaction_no=result.transaction_no or "")
     charge.next_query_at = None
+    charge.amount_received = received
     fees = ledger.payment_fees_quote(
         app_id=charge.app_id, merchant_id=charge.app.merchant_id, channel_account_id=charge.channel_account_id,
-        livemode=charge.livemode, amount=charge.amount, at=charge.paid_at,
+        livemode=charge.livemode, amount=received, at=charge.paid_at,
     )  # fmt: skip
     charge.platform_fee, charge.channel_fee = fees.platform_fee, fees.channel_fee  # fixed once, at success
     charge.save()
     _audit(charge, source, by=by, request_id=request_id)
     order = order_lock(order_id=charge.order_id)
-    if not order_mark_paid(order=order, paid_at=charge.paid_at, by=by, request_id=request_id):
+    if pay_order and not order_mark_paid(order=order, paid_at=charge.paid_at, by=by, request_id=request_id):
         _refund_duplicate_payment(charge, by=by, request_id=request_id)
     charge.order = order
     event_create(
@@ -313,9 +322,43 @@ def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id
     # Last in the transaction: the ledger's balance-slot locks come after the charge and order.
     ledger.payment_succeeded_post(
         reference=charge.public_id, livemode=charge.livemode, merchant_id=charge.app.merchant_id,
-        channel_account_id=charge.channel_account_id, amount=charge.amount, platform_fee=charge.platform_fee,
+        channel_account_id=charge.channel_account_id, amount=received, platform_fee=charge.platform_fee,
         channel_fee=charge.channel_fee, occurred_at=charge.paid_at,
     )  # fmt: skip
+
+
+def charge_resolve_amount_mismatch(*, charge_id: int, accept: bool, by: str, request_id: str = "") -> Charge:
+    """Console: a charge held because the provider received another amount.
+
+    The provider is asked again (its record decides, never the held notification). `accept`
+    records the payment as paying the order with the amount actually received; otherwise the
+    payment is recorded and the whole received amount refunded, and the order stays unpaid.
+    """
+    charge = Charge.objects.select_related("channel_account").get(pk=charge_id)
+    if charge.exception != ChargeException.AMOUNT_MISMATCH or charge.status not in OPEN_STATUSES:
+        raise errors.ChargeNotHeld(f"Charge {charge.public_id} is not held for an amount mismatch.")
+    result = adapter_for(charge.channel_account).query_payment(
+        out_trade_no=charge.public_id, currency=charge.amount.currency.code, requested_at=charge.created_at
+    )
+    if result.status != PaymentStatus.SUCCEEDED:
+        raise errors.ChargeNotHeld(f"The channel now reports {result.status} for {charge.public_id}; nothing to do.")
+    with transaction.atomic():
+        charge = charge_lock(charge_id=charge_id)
+        if charge.exception != ChargeException.AMOUNT_MISMATCH or charge.status not in OPEN_STATUSES:
+            raise errors.ChargeNotHeld(f"Charge {charge.public_id} changed meanwhile.")
+        charge.exception_detail = {**charge.exception_detail, "resolution": "accepted" if accept else "refunded",
+                                   "resolved_by": by}  # fmt: skip
+        charge.exception = ""
+        _record_payment(charge, result, by=by, request_id=request_id, pay_order=accept)
+        if not accept:
+            from apps.payments import refunds  # refunds builds on this module
+
+            refund = refunds.refund_open_locked(
+                charge=charge, amount=None, description="amount mismatch refunded", metadata={},
+                request_id=request_id, by=by, automatic=refunds.AUTOMATIC_AMOUNT_MISMATCH,
+            )  # fmt: skip
+            transaction.on_commit(lambda: refunds._enqueue_submit(refund.pk))
+    return charge
 
 
 def _refund_duplicate_payment(charge: Charge, *, by: str, request_id: str) -> None:

@@ -26,7 +26,7 @@ def charge_to_wire(charge: Charge) -> dict:
         "order_no": charge.order.order_no,
         "client_ip": charge.client_ip,
         "amount": amount,
-        "amount_settle": amount,
+        "amount_settle": to_minor(charge.refundable_base),
         "currency": wire_currency(charge.amount.currency),
         "subject": charge.subject,
         "body": charge.body,

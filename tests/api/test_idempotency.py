@@ -63,10 +63,12 @@ def test_a_request_in_flight_makes_a_repeat_409(api, merchant):
 
 def _hash_of(merchant, order_no):
     import hashlib
-    import json
+    import hmac
+
+    from django.conf import settings
 
     body = json.dumps(charge_payload(merchant, order_no=order_no)).encode()
-    return hashlib.sha256(b"POST /v1/charges\n" + body).hexdigest()
+    return hmac.new(settings.SECRET_KEY.encode(), b"POST /v1/charges\n" + body, hashlib.sha256).hexdigest()
 
 
 def test_concurrent_identical_requests_create_exactly_one_charge(merchant, sandbox_alipay):

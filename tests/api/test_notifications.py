@@ -144,3 +144,46 @@ def test_a_notification_for_an_unknown_charge_is_not_acknowledged(paid_notificat
     response = notify(paid_notification, resigned(paid_notification, out_trade_no="ch_unknown000000000000000"))
     assert response.status_code == 404 or response.content != b"success"
     assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize("accept", [True, False], ids=["accept-as-paid", "refund"])
+def test_the_console_resolves_an_amount_mismatch_from_the_providers_record(paid_notification, accept, admin_client):
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from apps.ledger.models import JournalEntry
+    from apps.payments.models import Refund, RefundStatus
+
+    # the sandbox itself received 12.34; a notification claiming 12.35 holds the charge
+    notify(paid_notification, resigned(paid_notification, total_amount="12.35"))
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    assert charge.exception == ChargeException.AMOUNT_MISMATCH
+    action = "accept_amount_mismatch" if accept else "refund_amount_mismatch"
+    response = admin_client.post(
+        reverse("admin:payments_charge_changelist"), {"action": action, "_selected_action": [charge.pk]}
+    )
+    assert response.status_code == 302
+    charge = Charge.objects.select_related("order").get(pk=charge.pk)
+    assert (charge.status, charge.exception) == (ChargeStatus.SUCCEEDED, "")
+    assert charge.amount_received.amount == charge.amount.amount  # the provider's own record: 12.34
+    assert charge.exception_detail["resolution"] == ("accepted" if accept else "refunded")
+    assert JournalEntry.objects.filter(event_type="payment.succeeded", reference=charge.public_id).count() == 1
+    if accept:
+        assert charge.order.status == OrderStatus.PAID
+        assert not Refund.objects.filter(charge=charge).exists()
+    else:
+        assert charge.order.status == OrderStatus.CREATED
+        refund = Refund.objects.get(charge=charge)
+        assert (refund.status, refund.automatic, refund.amount) == (RefundStatus.SUCCEEDED, "amount_mismatch",
+                                                                    charge.amount)  # fmt: skip
+    call_command("ledger_check")
+
+
+def test_a_charge_not_held_cannot_be_resolved(paid_notification):
+    from apps.core.errors import PaysysError
+    from apps.payments.services import charge_resolve_amount_mismatch
+
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    with pytest.raises(PaysysError, match="not held"):
+        charge_resolve_amount_mismatch(charge_id=charge.pk, accept=True, by="test")
+    assert Charge.objects.get(pk=charge.pk).status == ChargeStatus.PENDING
