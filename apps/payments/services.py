@@ -110,11 +110,12 @@ def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id:
     if account is None:
         raise _no_account(params, livemode, route)
     try:
-        charge = charge_open(app=app, livemode=livemode, params=params, account=account, request_id=request_id)
+        with transaction.atomic():  # one commit for the charge and its decision record
+            charge = charge_open(app=app, livemode=livemode, params=params, account=account, request_id=request_id)
+            route.bind(charge_id=charge.public_id)
     except BaseException:
         route.abandon()
         raise
-    route.bind(charge_id=charge.public_id)
     while True:
         try:
             created = adapter_for(account).create_payment(
@@ -155,13 +156,14 @@ def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id:
             error = errors.ChannelUnavailable if isinstance(exc, ChannelUnavailable) else errors.ChannelRefused
             raise error(f"The channel refused the payment: {exc.message}") from exc
         break
-    route.attempt_succeeded()
-    submitted = charge_submit(
-        charge_id=charge.pk,
-        credential={charge.channel: created.credential},
-        transaction_no=created.transaction_no or "",
-        request_id=request_id,
-    )
+    with transaction.atomic():  # one commit for phase 3 and the decision record's outcome
+        route.attempt_succeeded()
+        submitted = charge_submit(
+            charge_id=charge.pk,
+            credential={charge.channel: created.credential},
+            transaction_no=created.transaction_no or "",
+            request_id=request_id,
+        )
     submitted.app, submitted.order = charge.app, charge.order  # already loaded in phase 1
     submitted.channel_account = account
     return submitted

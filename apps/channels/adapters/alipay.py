@@ -79,11 +79,16 @@ TRADE_STATUSES = {
 }
 
 
-@functools.lru_cache(maxsize=64)
 class _AliPay(AliPay):
     """python-alipay-sdk with its RSA2 operations done by `cryptography` (apps.core.crypto, keys
     cached) instead of pycryptodome: the same PKCS#1 v1.5 SHA-256 signatures, several times less
     CPU per call on the charge path (profiled: ~12 ms vs ~1.7 ms per signature under load)."""
+
+    def _load_key(self):
+        # The SDK would parse both keys with pycryptodome (~100 ms, a primality test); the keys are
+        # parsed (and cached) by apps.core.crypto instead, which fails the same way on a bad key.
+        crypto.load_private_key(self._app_private_key_string)
+        crypto.load_public_key(self._alipay_public_key_string)
 
     def _sign(self, unsigned_string):
         return crypto.rsa_sign(self._app_private_key_string, unsigned_string.encode())
@@ -92,6 +97,7 @@ class _AliPay(AliPay):
         return crypto.rsa_verify(self._alipay_public_key_string, raw_content.encode(), signature)
 
 
+@functools.lru_cache(maxsize=64)
 def _client(
     account_id: int, app_id: str, app_private_key: str, alipay_public_key: str, gateway: str, timeout: float
 ) -> AliPay:

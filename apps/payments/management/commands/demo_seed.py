@@ -38,7 +38,7 @@ class Command(BaseCommand):
         out.parent.mkdir(parents=True, exist_ok=True)
         previous = json.loads(out.read_text()) if out.exists() else {}
         with transaction.atomic():
-            demo = self._merchant_app(previous, out.parent / "demo")
+            demo = self._merchant_app(previous, out.parent / f"{out.stem}-keys")
             demo["admin_username"], demo["admin_password"] = self._admin(previous)
             self._sandbox_alipay(options["sandbox_base"])
         demo["api_base"] = options["api_base"]
