@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "apps.routing",
     "apps.orders",
     "apps.payments",
+    "apps.reconciliation",
     "apps.sandbox",
 ]
 
@@ -120,9 +121,10 @@ from apps.core.schedule import BEAT_SCHEDULE as _CORE_BEAT  # noqa: E402
 from apps.events.schedule import BEAT_SCHEDULE as _EVENTS_BEAT  # noqa: E402
 from apps.ledger.schedule import BEAT_SCHEDULE as _LEDGER_BEAT  # noqa: E402
 from apps.payments.schedule import BEAT_SCHEDULE as _PAYMENTS_BEAT  # noqa: E402
+from apps.reconciliation.schedule import BEAT_SCHEDULE as _RECON_BEAT  # noqa: E402
 from apps.sandbox.schedule import BEAT_SCHEDULE as _SANDBOX_BEAT  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = {**_CORE_BEAT, **_EVENTS_BEAT, **_LEDGER_BEAT, **_PAYMENTS_BEAT, **_SANDBOX_BEAT}
+CELERY_BEAT_SCHEDULE = {**_CORE_BEAT, **_EVENTS_BEAT, **_LEDGER_BEAT, **_PAYMENTS_BEAT, **_RECON_BEAT, **_SANDBOX_BEAT}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -1,10 +1,15 @@
 """Thin tasks: ids in, one service call. Sweeps re-find anything whose task was lost."""
 
+import logging
+
 from celery import shared_task
 
 from apps.payments import queries, refunds
 from apps.payments.due import claim_due
 from apps.payments.models import OPEN_STATUSES, Charge, Refund, RefundStatus
+from apps.payments.selectors import attention_counts
+
+logger = logging.getLogger(__name__)
 
 RELIABLE = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 
@@ -38,3 +43,14 @@ def refunds_query_sweep() -> int:
     for refund_id in ids:
         refund_query_task.delay(refund_id)
     return len(ids)
+
+
+@shared_task(name="apps.payments.tasks.attention_sweep", ignore_result=True)
+def attention_sweep() -> dict:
+    """The compensation sweep: counts what is stuck or held and raises an alert (an ERROR log line,
+    which monitoring picks up) while anything needs a person; the console front page shows the same."""
+    counts = {item.label: item.count for item in attention_counts()}
+    stuck = {label: count for label, count in counts.items() if count}
+    if stuck:
+        logger.error("paysys needs attention: %s", ", ".join(f"{label}: {n}" for label, n in stuck.items()))
+    return counts

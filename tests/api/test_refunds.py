@@ -184,3 +184,15 @@ def test_a_duplicate_payment_is_flagged_and_refunded_automatically(api, merchant
     auto = Refund.objects.get(charge=duplicate)
     assert (auto.status, auto.automatic, auto.amount) == (RefundStatus.SUCCEEDED, "duplicate_payment", duplicate.amount)
     assert order_status(first["id"]) == OrderStatus.PAID
+
+
+def test_the_compensation_sweep_counts_and_alerts_on_what_is_stuck(api, merchant, sandbox_alipay, caplog):
+    from apps.payments.tasks import attention_sweep
+
+    charge = create(api, merchant, "stuck00001")
+    Charge.objects.filter(public_id=charge["id"]).update(time_expire=timezone.now() - timedelta(hours=1))
+    with caplog.at_level("ERROR"):
+        counts = attention_sweep()
+    assert counts["charges open past expiry"] == 1
+    assert counts["refunds failed"] == 0
+    assert "charges open past expiry: 1" in caplog.text
