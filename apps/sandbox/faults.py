@@ -11,13 +11,22 @@ from apps.sandbox.models import FaultKind, SandboxFault
 
 
 def fault_set(
-    *, provider: str, kind: str, merchant_ref: str = "", out_trade_no: str = "", params: dict | None = None,
+    *,
+    provider: str,
+    kind: str,
+    merchant_ref: str = "",
+    out_trade_no: str = "",
+    params: dict | None = None,
     remaining: int | None = None,
 ) -> SandboxFault:
     if kind not in FaultKind.values:
         raise ValueError(f"unknown fault kind {kind!r}")
     return SandboxFault.objects.create(
-        provider=provider, kind=kind, merchant_ref=merchant_ref, out_trade_no=out_trade_no, params=params or {},
+        provider=provider,
+        kind=kind,
+        merchant_ref=merchant_ref,
+        out_trade_no=out_trade_no,
+        params=params or {},
         remaining=remaining,
     )
 

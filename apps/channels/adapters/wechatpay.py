@@ -399,9 +399,7 @@ class WechatpayAdapter(ChannelAdapter):
         document = self._ok(status, body)
         return self._refund_result(document, out_refund_no=request.out_refund_no, currency=currency)
 
-    def query_refund(
-        self, *, out_trade_no: str, out_refund_no: str, currency: str, requested_at=None
-    ) -> RefundResult:
+    def query_refund(self, *, out_trade_no: str, out_refund_no: str, currency: str, requested_at=None) -> RefundResult:
         status, body = self._call("query_refund", out_refund_no=out_refund_no)
         if status == 404 and self._error_code(body) == "RESOURCE_NOT_EXISTS":
             return RefundResult(
