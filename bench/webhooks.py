@@ -423,15 +423,15 @@ def run_webhooks(env: dict[str, str], args, receiver: Receiver, app_pk: int, del
 
     from apps.events.models import WebhookDelivery, WebhookDeliveryStatus
     from apps.events.services import SEND_BATCH_SIZE
-    from apps.events.tasks import webhook_deliveries_send, webhook_delivery_send
+    from apps.events.tasks import webhook_deliveries_drain, webhook_deliveries_send
 
     t0 = time.monotonic()
     if args.mode == "batch":  # as the sweep hands out a backlog: SEND_BATCH_SIZE deliveries per task
         for start in range(0, len(delivery_ids), SEND_BATCH_SIZE):
             webhook_deliveries_send.delay(delivery_ids[start : start + SEND_BATCH_SIZE])
-    else:  # as event_create enqueues on commit: one task per delivery
-        for delivery_id in delivery_ids:
-            webhook_delivery_send.delay(delivery_id)
+    else:  # as event_create enqueues on commit: one drain task per event
+        for _ in delivery_ids:
+            webhook_deliveries_drain.delay()
     queued = queue_length(env["CELERY_BROKER_URL"])
     log(f"enqueued {len(delivery_ids)} sends in {time.monotonic() - t0:.1f}s (queue length {queued})")
     rows = WebhookDelivery.objects.filter(event__app_id=app_pk)
@@ -629,7 +629,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--mode",
         choices=["batch", "single"],
         default="batch",
-        help="batch: sweep-sized batches per task (a backlog); single: one task per delivery (on commit)",
+        help="batch: sweep-sized batches per task (a backlog); single: one drain task per event (as on commit)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="celery worker processes (4)")
     parser.add_argument("--receivers", type=int, default=2, help="receiver processes (2)")

@@ -49,12 +49,14 @@ def _audit(delivery: WebhookDelivery, source: str, *, by: str) -> None:
     )
 
 
-def _enqueue_send_on_commit(delivery_id: int) -> None:
+def _enqueue_drain_on_commit() -> None:
+    """After commit, one drain task: it sends whatever is due, in batches (a burst of events is
+    sent SEND_BATCH_SIZE at a time; a lone event is sent at once)."""
     # Imported here: tasks.py imports this module. `robust`: a broker outage must not fail the
-    # caller after its commit; the sweep enqueues the delivery once the lease has passed.
-    from apps.events.tasks import webhook_delivery_send
+    # caller after its commit; the sweep finds the deliveries instead.
+    from apps.events.tasks import webhook_deliveries_drain
 
-    transaction.on_commit(lambda: webhook_delivery_send.delay(delivery_id), robust=True)
+    transaction.on_commit(webhook_deliveries_drain.delay, robust=True)
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -86,22 +88,23 @@ def event_create(*, app: App, type: str, livemode: bool, data_object: dict, requ
     deliveries = WebhookDelivery.objects.bulk_create(
         [
             WebhookDelivery(
-                event=event, endpoint=endpoint, next_attempt_at=now, queued_until=now + _lease(),
+                event=event, endpoint=endpoint, next_attempt_at=now,
                 request_id=event.request_id,
             )
             for endpoint in endpoints
         ]
     )  # fmt: skip
-    for delivery in deliveries:
-        _enqueue_send_on_commit(delivery.pk)
+    if deliveries:
+        _enqueue_drain_on_commit()
     return event
 
 
 # --- sending -------------------------------------------------------------------------------------
 
 
-def _webhook_deliveries_claim(*, delivery_ids: list[int]) -> list[WebhookDelivery]:
-    """Takes the due ones among these deliveries for one attempt each; the others are not ours.
+def _webhook_deliveries_claim(*, delivery_ids: list[int] | None = None, limit: int = SEND_BATCH_SIZE):
+    """Takes due deliveries for one attempt each: these ids (a send task), or else the first
+    `limit` due ones that no task has (a drain). Others are not ours.
 
     Moving `next_attempt_at` forward by the lease is the claim: no other sender sees a delivery as
     due until this attempt is recorded or the lease runs out (the sender died). SKIP LOCKED: a
@@ -109,16 +112,21 @@ def _webhook_deliveries_claim(*, delivery_ids: list[int]) -> list[WebhookDeliver
     """
     now = timezone.now()
     with transaction.atomic():
-        deliveries = list(
+        due = (
             WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("event", "endpoint")
-            .filter(pk__in=delivery_ids, status__in=OPEN_STATUSES, next_attempt_at__lte=now)
-            .order_by("pk")
+            .filter(status__in=OPEN_STATUSES, next_attempt_at__lte=now)
         )
+        if delivery_ids is not None:
+            due = due.filter(pk__in=delivery_ids).order_by("pk")
+        else:
+            due = due.filter(Q(queued_until__isnull=True) | Q(queued_until__lte=now)).order_by("next_attempt_at", "pk")
+        deliveries = list(due[:limit] if delivery_ids is None else due)
         if deliveries:
             WebhookDelivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-                next_attempt_at=now + _lease(), last_attempt_at=now, attempts=F("attempts") + 1
-            )
+                next_attempt_at=now + _lease(), queued_until=now + _lease(), last_attempt_at=now,
+                attempts=F("attempts") + 1,
+            )  # fmt: skip
     for delivery in deliveries:
         delivery.attempts += 1
     return deliveries
@@ -202,9 +210,22 @@ def webhook_deliveries_attempt(*, delivery_ids: list[int]) -> int:
     caller that claims it sends. Runs outside any transaction, so that no lock is held while the
     merchants' servers answer.
     """
+    _refuse_inside_a_transaction()
+    return _send(_webhook_deliveries_claim(delivery_ids=delivery_ids))
+
+
+def webhook_deliveries_drain() -> int:
+    """Claims up to SEND_BATCH_SIZE due deliveries that no task has and sends them; how many."""
+    _refuse_inside_a_transaction()
+    return _send(_webhook_deliveries_claim(limit=SEND_BATCH_SIZE))
+
+
+def _refuse_inside_a_transaction() -> None:
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("webhook deliveries must not run inside a transaction")
-    claimed = _webhook_deliveries_claim(delivery_ids=delivery_ids)
+
+
+def _send(claimed: list[WebhookDelivery]) -> int:
     delivered = []
     for delivery in claimed:
         status_code, error = _webhook_post(
@@ -277,8 +298,8 @@ def webhook_delivery_resend(*, delivery_id: int, by: str) -> WebhookDelivery:
             raise WebhookDeliveryNotResendable(f"A {delivery.status} webhook delivery cannot be resent.")
         source = delivery.status
         delivery.resend(at=now)
-        delivery.queued_until = now + _lease()
+        delivery.queued_until = None
         delivery.save()
         _audit(delivery, source, by=by)
-        _enqueue_send_on_commit(delivery.pk)
+        _enqueue_drain_on_commit()
     return delivery

@@ -16,6 +16,11 @@ def webhook_deliveries_send(delivery_ids: list[int]) -> None:
     services.webhook_deliveries_attempt(delivery_ids=delivery_ids)
 
 
+@shared_task(name="apps.events.tasks.webhook_deliveries_drain", acks_late=True, reject_on_worker_lost=True)
+def webhook_deliveries_drain() -> int:
+    return services.webhook_deliveries_drain()
+
+
 @shared_task(name="apps.events.tasks.webhook_deliveries_sweep")
 def webhook_deliveries_sweep() -> int:
     return services.webhook_deliveries_sweep()
