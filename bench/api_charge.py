@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,9 +44,14 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import Interrupted, die_with_parent, free_port, make_log, on_signal, with_database  # noqa: E402
+
+log = make_log("bench")
 PY = sys.executable
 BENCH_DB = "paysys_bench"
 TARGET_RATIO = 0.25
@@ -67,36 +70,6 @@ CREATE TABLE IF NOT EXISTS bench_ping (
 )
 """
 CHARGES_PATH = "/v1/charges"
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def _on_signal(signum, _frame):
-    raise Interrupted(signum)
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 # --------------------------------------------------------------------------- set-up
@@ -151,7 +124,7 @@ class Server:
         log(f"starting {name}: {' '.join(cmd[1:])} (log {logfile})")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
 
     def wait_ready(self, url: str) -> None:
@@ -460,7 +433,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+        signal.signal(sig, on_signal)
     server_url = os.environ.get("DATABASE_URL")
     if not server_url:
         log("DATABASE_URL is not set: run me under scripts/services.py (make bench-api)")

@@ -39,9 +39,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import make_log, with_database  # noqa: E402
+
+log = make_log("bench-ledger")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -50,14 +56,6 @@ PGBENCH_DB = "paysys_bench_pgbench"
 TARGET_A_OVER_C = 0.5
 TARGET_B_OVER_A = 0.8
 POSTINGS_PER_ENTRY = 4
-
-
-def log(msg: str) -> None:
-    print(f"[bench-ledger] {msg}", file=sys.stderr, flush=True)
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def recreate_database(server_url: str, name: str) -> str:

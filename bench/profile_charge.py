@@ -31,16 +31,14 @@ from bench.api_charge import (  # noqa: E402
     PING_PATH,
     PY,
     GunicornConfig,
-    Interrupted,
     Server,
-    _on_signal,
     create_ping_table,
-    free_port,
     gunicorn_cmd,
     log,
     prepare_database,
     run_step,
 )
+from bench.common import Interrupted, free_port, on_signal  # noqa: E402
 
 
 def aggregate(root) -> tuple[dict, dict]:
@@ -78,7 +76,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--endpoint", choices=("charges", "ping"), default="charges")
     args = parser.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+        signal.signal(sig, on_signal)
     server_url = os.environ.get("DATABASE_URL")
     if not server_url:
         log("DATABASE_URL is not set: run me under scripts/services.py")

@@ -39,10 +39,15 @@ import zipfile
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import make_log, with_database  # noqa: E402
+
+log = make_log("bench-recon")
 BENCH_DB = "paysys_bench_recon"
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 1, 15)
@@ -54,14 +59,6 @@ COLUMNS = (
     "订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,"
     "券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注"
 )
-
-
-def log(msg: str) -> None:
-    print(f"[bench-recon] {msg}", file=sys.stderr, flush=True)
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def fee_of(minor: int) -> int:

@@ -41,19 +41,16 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import make_log, with_database  # noqa: E402
+
+log = make_log("bench-routing")
 BENCH_DB = "paysys_bench_routing"
 TARGET_P99_MS = 2.0
-
-
-def log(msg: str) -> None:
-    print(f"[bench-routing] {msg}", file=sys.stderr, flush=True)
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def recreate_database(server_url: str, name: str, *, keep: bool) -> tuple[str, bool]:

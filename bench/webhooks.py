@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -54,6 +53,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import Interrupted, die_with_parent, free_port, make_log, on_signal, with_database  # noqa: E402
+
+log = make_log("bench")
 PY = sys.executable
 BENCH_DB = "paysys_bench_webhooks"
 QUEUE = "paysys-bench-webhooks"
@@ -64,35 +69,6 @@ STOP_TIMEOUT = 20.0
 STALL_TIMEOUT = 60.0  # no new delivery for this long: the run failed
 
 sys.path.insert(0, str(ROOT))
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def _on_signal(signum, _frame):
-    raise Interrupted(signum)
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def redis_url_for(broker_url: str, db: int) -> str:
@@ -112,7 +88,7 @@ _BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\
 def _receiver_process(no: int, port: int, counters, ids_dir: str, ready) -> None:
     """One receiver process: asyncio, keep-alive, counts POSTs; SIGUSR1 dumps the event ids seen."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()
     seen: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -395,7 +371,7 @@ class Worker:
         log(f"starting worker: {' '.join(cmd[1:])} (log {logfile})")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
 
     def alive(self) -> bool:
@@ -647,7 +623,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+        signal.signal(sig, on_signal)
     server_url = os.environ.get("DATABASE_URL")
     broker_url = os.environ.get("CELERY_BROKER_URL")
     if not server_url or not broker_url:

@@ -8,15 +8,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.sandbox import unionpay_services as services
 from apps.sandbox.models import UnionPayMerchant, UnionPayTxn, UnionPayTxnStatus
+from apps.sandbox.payer import not_found, payer_choice, wants_json
 from apps.sandbox.unionpay_gateway import unionpay_gateway_handle
 
 
 def _form(request: HttpRequest) -> dict[str, str]:
     return {key: request.POST.get(key, "") for key in request.POST}
-
-
-def _wants_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
 
 
 def _sync_answer(operation: str, request: HttpRequest) -> HttpResponse:
@@ -81,11 +78,11 @@ def front_trans(request: HttpRequest) -> HttpResponse:
     txn = answer.txn
     if txn is None:
         error = {"respCode": answer.fields.get("respCode", ""), "respMsg": answer.fields.get("respMsg", "")}
-        if _wants_json(request):
+        if wants_json(request):
             return JsonResponse(error, status=400, json_dumps_params={"ensure_ascii": False})
         return render(request, "sandbox/unionpay_pay.html", {"error": error}, status=400)
     pay_url = request.build_absolute_uri(reverse("sandbox:unionpay-pay", args=[txn.pay_token]))
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({**_txn_view(txn), "pay_url": pay_url})
     return render(request, "sandbox/unionpay_pay.html", {"txn": txn, "view": _txn_view(txn), "pay_url": pay_url})
 
@@ -96,16 +93,14 @@ def pay(request: HttpRequest, token: str) -> HttpResponse:
     """The cashier. POST result=success|fail settles (a test posts here directly)."""
     txn = UnionPayTxn.objects.select_related("merchant").filter(pay_token=token).first()
     if txn is None:
-        if _wants_json(request):
-            return JsonResponse({"error": "no such transaction"}, status=404)
-        return render(request, "sandbox/unionpay_pay.html", {"missing": True}, status=404)
+        return not_found(request, template="sandbox/unionpay_pay.html", what="transaction")
     changed = None
     if request.method == "POST":
-        result = request.POST.get("result", "")
-        if result not in ("success", "fail"):
-            return JsonResponse({"error": "result must be success or fail"}, status=400)
-        txn, changed = services.unionpay_consume_settle(txn=txn, succeed=result == "success")
-    if _wants_json(request):
+        succeed, refusal = payer_choice(request)
+        if refusal:
+            return refusal
+        txn, changed = services.unionpay_consume_settle(txn=txn, succeed=succeed)
+    if wants_json(request):
         return JsonResponse({**_txn_view(txn), "changed": changed})
     context = {"txn": txn, "view": _txn_view(txn), "changed": changed, "front_return": _front_return_form(txn)}
     return render(request, "sandbox/unionpay_pay.html", context)

@@ -2,7 +2,7 @@
 
 import time
 
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -18,6 +18,7 @@ from apps.sandbox.alipay_gateway import (
     is_cashier_request,
 )
 from apps.sandbox.models import AlipayTrade
+from apps.sandbox.payer import not_found, payer_choice, wants_json
 
 
 @csrf_exempt
@@ -70,32 +71,24 @@ def _trade_view(trade: AlipayTrade) -> dict:
     }
 
 
-def _wants_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
-
-
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def alipay_pay(request: HttpRequest, token: str) -> HttpResponse:
     """The payer's page behind the QR code. GET counts as the scan; POST result=success|fail settles."""
     trade = selectors.alipay_trade_get_by_token(pay_token=token)
     if trade is None:
-        if _wants_json(request):
-            return JsonResponse({"error": "no such trade"}, status=404)
-        return render(request, "sandbox/alipay_pay.html", {"missing": True}, status=404)
+        return not_found(request, template="sandbox/alipay_pay.html", what="trade")
     changed = None
     if request.method == "POST":
-        result = request.POST.get("result", "")
-        if result not in ("success", "fail"):
-            if _wants_json(request):
-                return JsonResponse({"error": "result must be success or fail"}, status=400)
-            return HttpResponseBadRequest("result must be success or fail")
-        trade, changed = services.alipay_trade_settle(trade=trade, succeed=result == "success")
+        succeed, refusal = payer_choice(request)
+        if refusal:
+            return refusal
+        trade, changed = services.alipay_trade_settle(trade=trade, succeed=succeed)
     else:
         trade = services.alipay_trade_scan(trade=trade)
     # A cashier trade (page.pay / wap.pay) sends the payer back to return_url once paid.
     return_url = alipay_return_url(trade) if request.method == "POST" else ""
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({**_trade_view(trade), "changed": changed, "return_url": return_url})
     if return_url:
         return redirect(return_url)

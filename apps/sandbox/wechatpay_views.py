@@ -2,7 +2,7 @@
 
 import json
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -14,6 +14,7 @@ from apps.sandbox import wechatpay_selectors as selectors
 from apps.sandbox import wechatpay_services as services
 from apps.sandbox.faults import fault_set
 from apps.sandbox.models import WechatpayTradeState, WechatpayTransaction
+from apps.sandbox.payer import not_found, payer_choice, wants_json
 from apps.sandbox.wechatpay_gateway import Call, sleep_for, wechatpay_gateway_handle
 
 
@@ -72,31 +73,23 @@ def _transaction_view(trade: WechatpayTransaction) -> dict:
     }
 
 
-def _wants_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
-
-
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def wechatpay_pay(request: HttpRequest, token: str) -> HttpResponse:
     """The payer's page behind code_url / h5_url (or a prepay_id). POST result=success|fail settles."""
     trade = selectors.wechatpay_transaction_get_by_token(token=token)
     if trade is None:
-        if _wants_json(request):
-            return JsonResponse({"error": "no such order"}, status=404)
-        return render(request, "sandbox/wechatpay_pay.html", {"missing": True}, status=404)
+        return not_found(request, template="sandbox/wechatpay_pay.html", what="order")
     changed = None
     if request.method == "POST":
-        result = request.POST.get("result", "")
-        if result not in ("success", "fail"):
-            if _wants_json(request):
-                return JsonResponse({"error": "result must be success or fail"}, status=400)
-            return HttpResponseBadRequest("result must be success or fail")
-        trade, changed = services.wechatpay_transaction_settle(trade=trade, succeed=result == "success")
+        succeed, refusal = payer_choice(request)
+        if refusal:
+            return refusal
+        trade, changed = services.wechatpay_transaction_settle(trade=trade, succeed=succeed)
     else:
         trade = services.wechatpay_transaction_refresh(trade=trade)
     view = _transaction_view(trade)
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({**view, "changed": changed})
     return render(
         request,

@@ -1,0 +1,45 @@
+"""Pieces every benchmark script shares: logging, signals, ports and database URLs."""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import sys
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+
+def make_log(prefix: str) -> Callable[[str], None]:
+    """A progress logger to stderr, so stdout stays the report."""
+
+    def log(msg: str) -> None:
+        print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
+
+    return log
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM during a run: unwind so every started process is stopped."""
+
+
+def on_signal(signum, _frame):
+    raise Interrupted(signum)
+
+
+def die_with_parent() -> None:
+    """A child process (preexec_fn) gets SIGTERM when the benchmark itself dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+    except Exception:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL, naming another database."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
