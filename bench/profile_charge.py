@@ -23,6 +23,8 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -68,12 +70,75 @@ def aggregate(root) -> tuple[dict, dict]:
     return inclusive, self_time
 
 
+def _cpu_seconds(processes) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def cpu_cost(one, count: int, *, sandbox_pid: int, database: str) -> int:
+    """CPU per request, one request at a time, by process: less sensitive to other work on a
+    shared machine than throughput under load is, and it says where the cost lies."""
+    sandbox = psutil.Process(sandbox_pid)
+    backends = [
+        p for p in psutil.process_iter(["cmdline"]) if f" {database} " in " ".join(p.info["cmdline"] or []) + " "
+    ]
+    groups = {"api (this process)": [psutil.Process()], "sandbox": [sandbox, *sandbox.children()], "postgres": backends}
+    before = {name: _cpu_seconds(procs) for name, procs in groups.items()}
+    wall0 = time.perf_counter()
+    for n in range(count):
+        one(n)
+    wall = time.perf_counter() - wall0
+    total = 0.0
+    print(f"\n{count} requests one at a time, {wall / count * 1000:.2f} ms wall each; CPU per request:")
+    for name, procs in groups.items():
+        ms = (_cpu_seconds(procs) - before[name]) / count * 1000
+        total += ms
+        print(f"  {name:20s} {ms:6.2f} ms")
+    print(f"  {'total':20s} {total:6.2f} ms")
+    return 0
+
+
+def cpu_profile(one, count: int, top: int) -> int:
+    """This process's CPU time per request (the API side only: the sandbox and PostgreSQL run
+    elsewhere), by function, with cProfile timing on process_time so waits do not count."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile(time.process_time)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    profiler.enable()
+    for n in range(count):
+        one(n)
+    profiler.disable()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    print(f"\n{count} requests: {cpu / count * 1000:.2f} ms CPU and {wall / count * 1000:.2f} ms wall per request "
+          "in this process (profiled)")  # fmt: skip
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--count", type=int, default=200, help="charges to profile (200)")
     parser.add_argument("--warmup", type=int, default=20, help="unprofiled charges first (20)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--endpoint", choices=("charges", "ping"), default="charges")
+    parser.add_argument(
+        "--cpu", action="store_true", help="cProfile on CPU time (process_time) instead of pyinstrument's wall clock"
+    )
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="no profiler: CPU per request of this process, the sandbox and their PostgreSQL backends",
+    )
     args = parser.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -154,6 +219,10 @@ def main(argv: list[str]) -> int:
         print(f"SQL statements for one POST {path}: {len(queries.captured_queries)}")
         for q in queries.captured_queries:
             print(f"  {q['time']:>6}s  {q['sql'][:150]}")
+        if args.cpu:
+            return cpu_profile(one, args.count, args.top)
+        if args.cost:
+            return cpu_cost(one, args.count, sandbox_pid=server.proc.pid, database=bench_url.rsplit("/", 1)[-1])
         profiler = Profiler(interval=0.0005)
         t0 = time.perf_counter()
         profiler.start()

@@ -91,6 +91,13 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
     )
 }
+# Server-side parameter binding, and psycopg prepares a statement the 5th time a connection runs
+# it: PostgreSQL then parses and plans the hot statements once per connection, not per call.
+# DB_PREPARE_THRESHOLD=off turns both off (for a transaction-pooling PgBouncer).
+if os.environ.get("DB_PREPARE_THRESHOLD", "5").lower() != "off":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=True, prepare_threshold=int(os.environ.get("DB_PREPARE_THRESHOLD", "5"))
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")

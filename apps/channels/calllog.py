@@ -7,7 +7,7 @@ expects, the capabilities) is handed to the adapter untouched. The adapter's res
 and its exceptions re-raised unchanged: callers cannot tell the proxy is there.
 
 The row is one plain INSERT. Outside a transaction (the normal case: DESIGN.md forbids holding one
-across a network call) it autocommits on the request's own connection. Inside a caller's atomic
+across a network call) it autocommits on the request's own connection: one round trip. Inside a caller's atomic
 block it goes through a short-lived connection of its own, so a caller that rolls back does not
 erase the record of a call that really happened. Logging never breaks the call: a failed insert is
 logged and swallowed. No body, credential or message is recorded: only codes, status and timing.
@@ -19,7 +19,7 @@ import math
 import time
 import urllib.error
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 
 from apps.channels.adapters.base import (
@@ -87,10 +87,7 @@ def channel_call_record(
     try:
         connection = connections[DEFAULT_DB_ALIAS]
         if not connection.in_atomic_block:
-            # The log is observability, not money: its commit need not wait for the WAL flush
-            # (a crash may lose the last rows), which keeps this write off the charge's latency.
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            with connection.cursor() as cursor:  # autocommit: one round trip
                 cursor.execute(_insert_sql(), params)
             return
         # Inside a caller's transaction: an autocommitting connection of our own (rare path).

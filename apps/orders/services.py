@@ -1,6 +1,7 @@
 from django.utils import timezone
 from moneyed import Money
 
+from apps.core.db import insert_unless_exists
 from apps.merchants.models import App
 from apps.orders.exceptions import OrderMismatch, OrderNotPayable
 from apps.orders.models import Order, OrderStatus, OrderTransition
@@ -20,22 +21,14 @@ def order_get_or_create_for_charge(
     """The order a new charge pays. Runs in the caller's transaction.
 
     A repeated `order_no` must carry the same amount and currency, and the order must still be open.
-    The insert races safely on the unique constraint (ON CONFLICT DO NOTHING, then lock and read).
+    The insert races safely on the unique constraint (ON CONFLICT DO NOTHING); only an existing
+    order is then locked and read. A new one is this transaction's own until it commits.
     """
-    Order.objects.bulk_create(
-        [
-            Order(
-                app=app,
-                livemode=livemode,
-                order_no=order_no,
-                amount=amount,
-                subject=subject,
-                body=body,
-                request_id=request_id,
-            )
-        ],
-        ignore_conflicts=True,
+    order = Order(
+        app=app, livemode=livemode, order_no=order_no, amount=amount, subject=subject, body=body, request_id=request_id
     )
+    if insert_unless_exists(order):
+        return order
     order = Order.objects.select_for_update().get(app=app, livemode=livemode, order_no=order_no)
     if order.amount != amount:
         raise OrderMismatch(f"order_no {order_no!r} is already used with another amount or currency.", param="order_no")

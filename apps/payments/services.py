@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_fsm import ConcurrentTransition
 from moneyed import Money
 
 from apps.channels.adapters.base import (
@@ -159,7 +160,7 @@ def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id:
     with transaction.atomic():  # one commit for phase 3 and the decision record's outcome
         route.attempt_succeeded()
         submitted = charge_submit(
-            charge_id=charge.pk,
+            charge=charge,
             credential={charge.channel: created.credential},
             transaction_no=created.transaction_no or "",
             request_id=request_id,
@@ -186,7 +187,7 @@ def _time_expire(params: ChargeParams, now: datetime) -> datetime:
     return params.time_expire or now + timedelta(seconds=settings.PAYSYS_CHARGE_DEFAULT_EXPIRY_SECONDS)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # the caller's transaction, if any: one commit with its decision record
 def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: ChannelAccount, request_id: str) -> Charge:
     """Phase 1: the order (found or created) and the charge, committed as `created`."""
     order = order_get_or_create_for_charge(
@@ -219,14 +220,23 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
     return charge
 
 
-@transaction.atomic
-def charge_submit(*, charge_id: int, credential: dict, transaction_no: str, request_id: str) -> Charge:
-    """Phase 3: the provider accepted the payment; the payer can now pay with the credential."""
-    charge = Charge.objects.select_for_update().get(pk=charge_id)  # nothing joined: the hot path
-    if charge.status == ChargeStatus.CREATED:
-        charge.submit(credential=credential, transaction_no=transaction_no)
+@transaction.atomic(savepoint=False)
+def charge_submit(*, charge: Charge, credential: dict, transaction_no: str, request_id: str) -> Charge:
+    """Phase 3: the provider accepted the payment; the payer can now pay with the credential.
+
+    `charge` is the `created` charge as phase 1 committed it. The save is optimistic (django-fsm's
+    ConcurrentTransitionMixin: `UPDATE … WHERE status = 'created'`), so no lock is taken first. If a
+    notification, the active query or a reverse moved the charge meanwhile, the charge is returned
+    as it now is and nothing is written.
+    """
+    if charge.status != ChargeStatus.CREATED:
+        return Charge.objects.get(pk=charge.pk)
+    charge.submit(credential=credential, transaction_no=transaction_no)
+    try:
         charge.save(update_fields=["status", "credential", "transaction_no"])
-        _audit(charge, ChargeStatus.CREATED, by="provider", request_id=request_id)
+    except ConcurrentTransition:
+        return Charge.objects.get(pk=charge.pk)
+    _audit(charge, ChargeStatus.CREATED, by="provider", request_id=request_id)
     return charge
 
 

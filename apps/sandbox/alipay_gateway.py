@@ -20,12 +20,12 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.sandbox import alipay_bill, selectors, services
 from apps.sandbox import alipay_protocol as proto
 from apps.sandbox.exceptions import AlipayGatewayError, business_error
+from apps.sandbox.faults import faults_in_scope
 from apps.sandbox.models import (
     AlipayApp,
     AlipayProductCode,
@@ -76,27 +76,49 @@ def _fault_seconds(fault: SandboxFault) -> float:
     return float((fault.params or {}).get("seconds", DEFAULT_FAULT_SECONDS))
 
 
-def _late_if(kind: str, app: AlipayApp, out_trade_no: str, node: dict) -> dict:
+@dataclass(frozen=True)
+class GatewayUrls:
+    """How the gateway names its own pages in answers: absolute URLs on the host that was called."""
+
+    pay: Callable[[str], str]  # pay token -> the payer's page
+    absolute: Callable[[str], str]  # a path (with query) -> an absolute URL
+
+
+@dataclass(frozen=True)
+class GatewayCall:
+    """One checked gateway request, as the method handlers see it."""
+
+    app: AlipayApp
+    biz: dict
+    urls: GatewayUrls
+    params: dict
+    armed: frozenset[str]  # fault kinds armed for this app and order when the request arrived
+
+    def fault_take(self, kind: str, out_trade_no: str) -> SandboxFault | None:
+        return services.alipay_fault_take(kind, app=self.app, out_trade_no=out_trade_no, armed=self.armed)
+
+
+def _late_if(kind: str, call: GatewayCall, out_trade_no: str, node: dict) -> dict:
     """The node, or _Late when a timeout fault of this kind fires."""
-    fault = services.alipay_fault_take(kind, app=app, out_trade_no=out_trade_no)
+    fault = call.fault_take(kind, out_trade_no)
     if fault is not None:
         raise _Late(node, _fault_seconds(fault))
     return node
 
 
-def _error_5xx_take(app: AlipayApp, method: str, out_trade_no: str) -> SandboxFault | None:
+def _error_5xx_take(app: AlipayApp, method: str, out_trade_no: str, armed: frozenset[str]) -> SandboxFault | None:
     """The ERROR_5XX fault for this method, consumed; one limited to other methods is not spent.
 
     apps.sandbox.faults.fault_take cannot filter on params, so the candidates are read here with
     its scope rule first and the matching one is taken by id.
     """
-    candidates = (
-        SandboxFault.objects.filter(provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, enabled=True)
-        .filter(Q(merchant_ref="") | Q(merchant_ref=app.app_id))
-        .filter(Q(out_trade_no="") | Q(out_trade_no=out_trade_no))
-        .filter(Q(remaining__isnull=True) | Q(remaining__gt=0))
-        .order_by("-out_trade_no", "-merchant_ref", "id")
-    )
+    if FaultKind.ERROR_5XX not in armed:
+        return None
+    candidates = faults_in_scope(
+        SandboxFault.objects.filter(provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, enabled=True),
+        merchant_ref=app.app_id,
+        out_trade_no=out_trade_no,
+    ).order_by("-out_trade_no", "-merchant_ref", "id")
     for candidate in candidates:
         operations = (candidate.params or {}).get("operations") or []
         if operations and method not in operations:
@@ -113,15 +135,8 @@ def _error_5xx_take(app: AlipayApp, method: str, out_trade_no: str) -> SandboxFa
     return None
 
 
-@dataclass(frozen=True)
-class GatewayUrls:
-    """How the gateway names its own pages in answers: absolute URLs on the host that was called."""
-
-    pay: Callable[[str], str]  # pay token -> the payer's page
-    absolute: Callable[[str], str]  # a path (with query) -> an absolute URL
-
-
-def _precreate(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
+def _precreate(call: GatewayCall) -> dict:
+    app, biz = call.app, call.biz
     out_trade_no = str(biz.get("out_trade_no") or "").strip()
     subject = str(biz.get("subject") or "").strip()
     amount = proto.parse_amount(biz.get("total_amount"))
@@ -141,16 +156,16 @@ def _precreate(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> di
         total_amount=amount,
         subject=subject,
         body=str(biz.get("body") or "")[:128],
-        notify_url=params.get("notify_url", ""),
+        notify_url=call.params.get("notify_url", ""),
         timeout_minutes=timeout_minutes,
         time_expire=time_expire,
     )
-    node = {**SUCCESS, "out_trade_no": trade.out_trade_no, "qr_code": urls.pay(trade.pay_token)}
-    paid_fault = services.alipay_fault_take(FaultKind.CREATE_TIMEOUT_PAID, app=app, out_trade_no=out_trade_no)
+    node = {**SUCCESS, "out_trade_no": trade.out_trade_no, "qr_code": call.urls.pay(trade.pay_token)}
+    paid_fault = call.fault_take(FaultKind.CREATE_TIMEOUT_PAID, out_trade_no)
     if paid_fault is not None:
         services.alipay_trade_settle(trade=trade, succeed=True)
         raise _Late(node, _fault_seconds(paid_fault))
-    return _late_if(FaultKind.TIMEOUT_CREATE, app, out_trade_no, node)
+    return _late_if(FaultKind.TIMEOUT_CREATE, call, out_trade_no, node)
 
 
 def _existing_trade(app: AlipayApp, biz: dict) -> AlipayTrade:
@@ -163,8 +178,8 @@ def _existing_trade(app: AlipayApp, biz: dict) -> AlipayTrade:
     return trade
 
 
-def _query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
-    trade = services.alipay_trade_refresh(trade=_existing_trade(app, biz))
+def _query(call: GatewayCall) -> dict:
+    trade = services.alipay_trade_refresh(trade=_existing_trade(call.app, call.biz))
     amount = proto.format_amount(trade.total_amount)
     paid = trade.paid_at is not None  # a trade closed by a full refund was paid all the same
     node = {
@@ -183,16 +198,17 @@ def _query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
     if paid:
         node["send_pay_date"] = proto.format_time(trade.paid_at)
         node["fund_bill_list"] = [{"amount": amount, "fund_channel": "ALIPAYACCOUNT"}]
-    return _late_if(FaultKind.TIMEOUT_QUERY, app, trade.out_trade_no, node)
+    return _late_if(FaultKind.TIMEOUT_QUERY, call, trade.out_trade_no, node)
 
 
-def _close(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
-    trade = services.alipay_trade_close(trade=_existing_trade(app, biz))
+def _close(call: GatewayCall) -> dict:
+    trade = services.alipay_trade_close(trade=_existing_trade(call.app, call.biz))
     return {**SUCCESS, "out_trade_no": trade.out_trade_no, "trade_no": trade.trade_no}
 
 
-def _refund(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
-    trade = _existing_trade(app, biz)
+def _refund(call: GatewayCall) -> dict:
+    biz = call.biz
+    trade = _existing_trade(call.app, biz)
     amount = proto.parse_amount(biz.get("refund_amount"))
     if amount is None:
         raise business_error("ACQ.INVALID_PARAMETER", "参数无效: refund_amount")
@@ -216,12 +232,13 @@ def _refund(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
         "send_back_fee": proto.format_amount(outcome.refund.refund_amount),
         "trade_no": trade.trade_no,
     }
-    return _late_if(FaultKind.TIMEOUT_REFUND, app, trade.out_trade_no, node)
+    return _late_if(FaultKind.TIMEOUT_REFUND, call, trade.out_trade_no, node)
 
 
-def _refund_query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
+def _refund_query(call: GatewayCall) -> dict:
     """An unknown out_request_no is an empty success (Alipay's "not refunded"), not an error."""
-    trade = _existing_trade(app, biz)
+    biz = call.biz
+    trade = _existing_trade(call.app, biz)
     out_request_no = str(biz.get("out_request_no") or "").strip()
     if not out_request_no:
         raise AlipayGatewayError("40001", "isv.missing-parameter", "缺少必选参数: out_request_no")
@@ -239,11 +256,12 @@ def _refund_query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) ->
                 "trade_no": trade.trade_no,
             }
         )
-    return _late_if(FaultKind.TIMEOUT_QUERY, app, trade.out_trade_no, node)
+    return _late_if(FaultKind.TIMEOUT_QUERY, call, trade.out_trade_no, node)
 
 
-def _bill_downloadurl_query(app: AlipayApp, biz: dict, urls: GatewayUrls, params: dict) -> dict:
+def _bill_downloadurl_query(call: GatewayCall) -> dict:
     """A link to the day's zip, valid about 30 s; no bill before the day is over (T+1)."""
+    app, biz = call.app, call.biz
     bill_type = str(biz.get("bill_type") or "")
     if bill_type not in ("trade", "signcustomer"):
         raise AlipayGatewayError("40002", "isv.invalid-parameter", "参数无效: bill_type")
@@ -254,7 +272,8 @@ def _bill_downloadurl_query(app: AlipayApp, biz: dict, urls: GatewayUrls, params
     today = timezone.now().astimezone(proto.ALIPAY_TZ).date()
     if bill_date >= today or bill_date < app.created_at.astimezone(proto.ALIPAY_TZ).date():
         raise business_error("isp.bill_not_exist", "账单不存在")
-    return {**SUCCESS, "bill_download_url": urls.absolute(alipay_bill.bill_download_path(app=app, bill_date=bill_date))}
+    path = alipay_bill.bill_download_path(app=app, bill_date=bill_date)
+    return {**SUCCESS, "bill_download_url": call.urls.absolute(path)}
 
 
 METHODS = {
@@ -287,12 +306,12 @@ def _out_trade_no_of(params: dict) -> str:
     return str(biz.get("out_trade_no") or "") if isinstance(biz, dict) else ""
 
 
-def _checked_app(params: dict, methods) -> AlipayApp:
-    """The app of a well-formed, correctly signed request for one of `methods`, or the error."""
+def _checked_app(params: dict, methods, app: AlipayApp | None) -> AlipayApp:
+    """The app (read by the caller) of a well-formed, correctly signed request for one of
+    `methods`, or the error."""
     method = params.get("method", "")
     if not params.get("app_id"):
         raise AlipayGatewayError("40001", "isv.missing-app-id", "缺少AppID参数")
-    app = selectors.alipay_app_get(app_id=params["app_id"])
     if app is None:
         raise AlipayGatewayError("40002", "isv.invalid-app-id", "无效的AppID参数")
     if not method:
@@ -316,14 +335,16 @@ def alipay_gateway_handle(params: dict[str, str], *, urls: GatewayUrls) -> Gatew
     delay = 0.0
     try:
         app = selectors.alipay_app_get(app_id=params.get("app_id", "")) if params.get("app_id") else None
+        out_trade_no = _out_trade_no_of(params)
+        armed = services.alipay_fault_kinds_armed(app=app, out_trade_no=out_trade_no) if app else frozenset()
         if app is not None and method in METHODS:
-            fault = _error_5xx_take(app, method, _out_trade_no_of(params))
+            fault = _error_5xx_take(app, method, out_trade_no, armed)
             if fault is not None:
                 status = int((fault.params or {}).get("status", 502))
                 return GatewayAnswer(node_name=node_name, node={}, signing_key=None, http_status=status)
-        app = _checked_app(params, METHODS)
+        app = _checked_app(params, METHODS, app)
         try:
-            node = METHODS[method](app, _biz_content(params), urls, params)
+            node = METHODS[method](GatewayCall(app, _biz_content(params), urls, params, armed))
         except _Late as late:
             node, delay = late.node, late.seconds
     except AlipayGatewayError as exc:
@@ -363,10 +384,13 @@ def alipay_cashier_open(params: dict[str, str]) -> CashierAnswer:
     method = params.get("method", "")
     try:
         app = selectors.alipay_app_get(app_id=params.get("app_id", "")) if params.get("app_id") else None
-        if app is not None and _error_5xx_take(app, method, _out_trade_no_of(params)) is not None:
-            return CashierAnswer(trade=None, error=AlipayGatewayError("20000", "isp.unknow-error", "系统繁忙"),
-                                 http_status=502)  # fmt: skip
-        app = _checked_app(params, CASHIER_METHODS)
+        if app is not None:
+            out_trade_no = _out_trade_no_of(params)
+            armed = services.alipay_fault_kinds_armed(app=app, out_trade_no=out_trade_no)
+            if _error_5xx_take(app, method, out_trade_no, armed) is not None:
+                return CashierAnswer(trade=None, error=AlipayGatewayError("20000", "isp.unknow-error", "系统繁忙"),
+                                     http_status=502)  # fmt: skip
+        app = _checked_app(params, CASHIER_METHODS, app)
         biz = _biz_content(params)
         product_code = str(biz.get("product_code") or CASHIER_METHODS[method])
         if product_code != CASHIER_METHODS[method]:

@@ -18,10 +18,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core import crypto
+from apps.core.db import insert_unless_exists
 from apps.core.ids import random_token
 from apps.sandbox import alipay_protocol as proto
 from apps.sandbox.exceptions import business_error
-from apps.sandbox.faults import fault_take
+from apps.sandbox.faults import fault_kinds_armed, fault_take
 from apps.sandbox.models import (
     AlipayApp,
     AlipayNotification,
@@ -43,8 +44,14 @@ OUT_OF_ORDER_HOLD = timedelta(minutes=10)  # a held payment notification goes ou
 PROVIDER = "alipay"
 
 
-def alipay_fault_take(kind: str, *, app: AlipayApp, out_trade_no: str = "") -> SandboxFault | None:
-    return fault_take(provider=PROVIDER, kind=kind, merchant_ref=app.app_id, out_trade_no=out_trade_no)
+def alipay_fault_take(
+    kind: str, *, app: AlipayApp, out_trade_no: str = "", armed: frozenset[str] | None = None
+) -> SandboxFault | None:
+    return fault_take(provider=PROVIDER, kind=kind, merchant_ref=app.app_id, out_trade_no=out_trade_no, armed=armed)
+
+
+def alipay_fault_kinds_armed(*, app: AlipayApp, out_trade_no: str = "") -> frozenset[str]:
+    return fault_kinds_armed(provider=PROVIDER, merchant_ref=app.app_id, out_trade_no=out_trade_no)
 
 
 # --- apps --------------------------------------------------------------------------------------
@@ -140,23 +147,22 @@ def alipay_trade_precreate(
     The cashier of `page.pay` / `wap.pay` creates its trade through here too (then marks it seen).
     """
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            return AlipayTrade.objects.create(
-                app=app,
-                out_trade_no=out_trade_no,
-                trade_no=proto.new_trade_no(now),
-                total_amount=total_amount,
-                subject=subject,
-                body=body,
-                notify_url=notify_url,
-                return_url=return_url,
-                product_code=product_code,
-                pay_token=random_token(32),
-                expires_at=_expires_at(now, timeout_minutes, time_expire),
-            )
-    except IntegrityError:
-        pass  # the order exists: answer as Alipay does for a repeated precreate
+    trade = AlipayTrade(
+        app=app,
+        out_trade_no=out_trade_no,
+        trade_no=proto.new_trade_no(now),
+        total_amount=total_amount,
+        subject=subject,
+        body=body,
+        notify_url=notify_url,
+        return_url=return_url,
+        product_code=product_code,
+        pay_token=random_token(32),
+        expires_at=_expires_at(now, timeout_minutes, time_expire),
+    )
+    if insert_unless_exists(trade):
+        return trade
+    # The order exists: answer as Alipay does for a repeated precreate.
     with transaction.atomic():
         trade = AlipayTrade.objects.select_for_update().select_related("app").get(app=app, out_trade_no=out_trade_no)
         _close_if_expired(trade)
@@ -388,15 +394,16 @@ def _notification_create(trade: AlipayTrade, *, refund: AlipayRefund | None = No
     notify_id = secrets.token_hex(16)
     fields = notification_fields(trade, notify_id=notify_id, now=timezone.now(), refund=refund)
     hold = AlipayNotificationHold.NONE
-    if alipay_fault_take(FaultKind.NOTIFY_LOST, app=app, out_trade_no=trade.out_trade_no):
+    armed = alipay_fault_kinds_armed(app=app, out_trade_no=trade.out_trade_no)
+    if alipay_fault_take(FaultKind.NOTIFY_LOST, app=app, out_trade_no=trade.out_trade_no, armed=armed):
         hold = AlipayNotificationHold.LOST
     elif (
         refund is None
         and trade.status == AlipayTradeStatus.TRADE_SUCCESS
-        and alipay_fault_take(FaultKind.NOTIFY_OUT_OF_ORDER, app=app, out_trade_no=trade.out_trade_no)
+        and alipay_fault_take(FaultKind.NOTIFY_OUT_OF_ORDER, app=app, out_trade_no=trade.out_trade_no, armed=armed)
     ):
         hold = AlipayNotificationHold.OUT_OF_ORDER
-    differs = alipay_fault_take(FaultKind.NOTIFY_AMOUNT_DIFFERS, app=app, out_trade_no=trade.out_trade_no)
+    differs = alipay_fault_take(FaultKind.NOTIFY_AMOUNT_DIFFERS, app=app, out_trade_no=trade.out_trade_no, armed=armed)
     if differs is not None:
         fields = _shift_amounts(fields, int((differs.params or {}).get("delta", 1)))
     notification = AlipayNotification.objects.create(
@@ -410,9 +417,9 @@ def _notification_create(trade: AlipayTrade, *, refund: AlipayRefund | None = No
     )
     if hold:
         return notification
-    delay = alipay_fault_take(FaultKind.NOTIFY_DELAY, app=app, out_trade_no=trade.out_trade_no)
+    delay = alipay_fault_take(FaultKind.NOTIFY_DELAY, app=app, out_trade_no=trade.out_trade_no, armed=armed)
     countdown = float((delay.params or {}).get("seconds", 10)) if delay else 0
-    duplicate = alipay_fault_take(FaultKind.NOTIFY_DUPLICATE, app=app, out_trade_no=trade.out_trade_no)
+    duplicate = alipay_fault_take(FaultKind.NOTIFY_DUPLICATE, app=app, out_trade_no=trade.out_trade_no, armed=armed)
     from apps.sandbox import tasks  # tasks imports this module
 
     def send():
