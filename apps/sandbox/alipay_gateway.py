@@ -19,13 +19,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from urllib.parse import urlencode
 
-from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.sandbox import alipay_bill, selectors, services
 from apps.sandbox import alipay_protocol as proto
 from apps.sandbox.exceptions import AlipayGatewayError, business_error
+from apps.sandbox.faults import fault_take
 from apps.sandbox.models import (
     AlipayApp,
     AlipayProductCode,
@@ -85,32 +84,11 @@ def _late_if(kind: str, app: AlipayApp, out_trade_no: str, node: dict) -> dict:
 
 
 def _error_5xx_take(app: AlipayApp, method: str, out_trade_no: str) -> SandboxFault | None:
-    """The ERROR_5XX fault for this method, consumed; one limited to other methods is not spent.
-
-    apps.sandbox.faults.fault_take cannot filter on params, so the candidates are read here with
-    its scope rule first and the matching one is taken by id.
-    """
-    candidates = (
-        SandboxFault.objects.filter(provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, enabled=True)
-        .filter(Q(merchant_ref="") | Q(merchant_ref=app.app_id))
-        .filter(Q(out_trade_no="") | Q(out_trade_no=out_trade_no))
-        .filter(Q(remaining__isnull=True) | Q(remaining__gt=0))
-        .order_by("-out_trade_no", "-merchant_ref", "id")
-    )
-    for candidate in candidates:
-        operations = (candidate.params or {}).get("operations") or []
-        if operations and method not in operations:
-            continue
-        with transaction.atomic():
-            fault = SandboxFault.objects.select_for_update().filter(pk=candidate.pk, enabled=True).first()
-            if fault is None or (fault.remaining is not None and fault.remaining < 1):
-                continue
-            fault.fired += 1
-            if fault.remaining is not None:
-                fault.remaining -= 1
-            fault.save(update_fields=["fired", "remaining"])
-            return fault
-    return None
+    """The ERROR_5XX fault for this method, consumed; one limited to other methods is not spent."""
+    return fault_take(
+        provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=app.app_id, out_trade_no=out_trade_no,
+        operation=method,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

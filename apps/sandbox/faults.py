@@ -1,11 +1,12 @@
 """Fault injection: what the sandbox consults before it answers, notifies or writes a bill.
 
 `fault_take` fires a matching fault at most `remaining` times, atomically, so concurrent
-requests never fire one more often than it was set to.
+requests never fire one more often than it was set to. A fault limited to some operations
+(`params.operations`, e.g. ERROR_5XX on `["create"]`) is matched, and so spent, only by those.
 """
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 
 from apps.sandbox.models import FaultKind, SandboxFault
 
@@ -38,18 +39,36 @@ def fault_clear(*, provider: str | None = None) -> int:
     return qs.update(enabled=False)
 
 
-def fault_take(*, provider: str, kind: str, merchant_ref: str, out_trade_no: str = "") -> SandboxFault | None:
-    """The most specific enabled fault of this kind for the payment, consumed once; else None."""
-    with transaction.atomic():
-        fault = (
-            SandboxFault.objects.select_for_update(skip_locked=True)
-            .filter(provider=provider, kind=kind, enabled=True)
-            .filter(Q(merchant_ref="") | Q(merchant_ref=merchant_ref))
-            .filter(Q(out_trade_no="") | Q(out_trade_no=out_trade_no))
-            .filter(Q(remaining__isnull=True) | Q(remaining__gt=0))
-            .order_by("-out_trade_no", "-merchant_ref", "id")
-            .first()
+def _matching(
+    *, provider: str, kind: str, merchant_ref: str, out_trade_no: str, operation: str | None
+) -> QuerySet[SandboxFault]:
+    """Enabled faults of this kind that apply to the account, the payment and the operation."""
+    faults = (
+        SandboxFault.objects.filter(provider=provider, kind=kind, enabled=True)
+        .filter(Q(merchant_ref="") | Q(merchant_ref=merchant_ref))
+        .filter(Q(out_trade_no="") | Q(out_trade_no=out_trade_no))
+        .filter(Q(remaining__isnull=True) | Q(remaining__gt=0))
+    )
+    if operation is not None:  # no `operations` (or an empty list) means every operation
+        faults = faults.filter(
+            Q(params__operations__isnull=True)
+            | Q(params__operations=None)
+            | Q(params__operations=[])
+            | Q(params__operations__contains=[operation])
         )
+    return faults
+
+
+def fault_take(
+    *, provider: str, kind: str, merchant_ref: str, out_trade_no: str = "", operation: str | None = None
+) -> SandboxFault | None:
+    """The most specific enabled fault of this kind for the payment (and `operation`, when the
+    caller names one), consumed once; else None."""
+    matching = _matching(
+        provider=provider, kind=kind, merchant_ref=merchant_ref, out_trade_no=out_trade_no, operation=operation
+    )
+    with transaction.atomic():
+        fault = matching.select_for_update(skip_locked=True).order_by("-out_trade_no", "-merchant_ref", "id").first()
         if fault is None:
             return None
         changes = {"fired": F("fired") + 1}
@@ -61,10 +80,6 @@ def fault_take(*, provider: str, kind: str, merchant_ref: str, out_trade_no: str
 
 def fault_active(*, provider: str, kind: str, merchant_ref: str, out_trade_no: str = "") -> bool:
     """Whether a fault would fire, without consuming it (for bill generation over many trades)."""
-    return (
-        SandboxFault.objects.filter(provider=provider, kind=kind, enabled=True)
-        .filter(Q(merchant_ref="") | Q(merchant_ref=merchant_ref))
-        .filter(Q(out_trade_no="") | Q(out_trade_no=out_trade_no))
-        .filter(Q(remaining__isnull=True) | Q(remaining__gt=0))
-        .exists()
-    )
+    return _matching(
+        provider=provider, kind=kind, merchant_ref=merchant_ref, out_trade_no=out_trade_no, operation=None
+    ).exists()

@@ -167,14 +167,17 @@ def fault_for(kind: str, *, merchant: UnionPayMerchant, order_id: str):
 
 
 def operation_fails_5xx(*, merchant: UnionPayMerchant | None, operation: str, order_id: str = "") -> bool:
-    """The ERROR_5XX fault for `operation` (front, query, refund, file): the gateway did nothing."""
+    """The ERROR_5XX fault for `operation` (front, query, refund, file): the gateway did nothing.
+
+    A fault limited to some operations (params.operations) is spent only by those.
+    """
     if merchant is None:
         return False
-    fault = fault_for(FaultKind.ERROR_5XX, merchant=merchant, order_id=order_id)
-    if fault is None:
-        return False
-    operations = fault.params.get("operations") or []
-    return not operations or operation in operations
+    fault = fault_take(
+        provider=PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=merchant.mer_id, out_trade_no=order_id,
+        operation=operation,
+    )  # fmt: skip
+    return fault is not None
 
 
 def fault_sleep(fault) -> None:

@@ -871,6 +871,18 @@ def test_fault_5xx(adapter, credentials, operation):
     calls[operation]()  # fired once: the next call goes through
 
 
+def test_a_5xx_armed_for_refund_is_not_spent_by_a_query(adapter, credentials):
+    """Regression: the sandbox used to spend a 5xx fault limited to one operation on any operation."""
+    out_trade_no, credential, paid = paid_charge(adapter)
+    set_fault("error_5xx", mer_id=credentials["mer_id"], params={"operations": ["refund"]}, remaining=1)
+
+    queried = adapter.query_payment(out_trade_no=out_trade_no, currency="CNY", requested_at=credential["txnTime"])
+    assert queried.status == PaymentStatus.SUCCEEDED
+    with pytest.raises(ChannelUnavailable):  # still armed: the refund it targets gets it
+        adapter.refund(refund_request(out_trade_no, paid["queryId"], "1.00", ""))
+    assert adapter.refund(refund_request(out_trade_no, paid["queryId"], "1.00", "")).status == RefundStatus.PENDING
+
+
 def test_fault_refund_never_notifies(adapter, credentials, receiver):
     out_trade_no, _, paid = paid_charge(adapter, receiver)
     set_fault("refund_never_notifies", mer_id=credentials["mer_id"], order_id=paid["orderId"])
