@@ -5,6 +5,7 @@ apps.sandbox): faults are written into the sandbox's fault table as its console 
 sweep is run by Celery task name, as beat runs it.
 """
 
+import dataclasses
 import datetime as dt
 import http.server
 import io
@@ -435,6 +436,23 @@ def test_refunds_beyond_the_payment_or_of_an_unknown_payment_fail(adapter):
     assert (too_much.status, too_much.failure_code, too_much.failure_msg) == ("failed", "36", "退货金额超限")
     assert (unknown.status, unknown.failure_code) == ("failed", "35")
     assert rest.status == RefundStatus.PENDING
+
+
+def test_a_refund_sent_again_answers_its_first_outcome_not_a_failure(adapter):
+    """UnionPay refuses a used orderId (12 重复交易) instead of deduplicating; paysys submits a
+    refund again when a task runs twice, so the repeat must report the refund, not fail it."""
+    out_trade_no, _, paid = paid_charge(adapter)
+    request = dataclasses.replace(
+        refund_request(out_trade_no, paid["queryId"], "2.34", ""), requested_at=timezone.now()
+    )
+    first = adapter.refund(request)
+
+    again = adapter.refund(request)
+    other = adapter.refund(dataclasses.replace(request, requested_at=request.requested_at - dt.timedelta(hours=1)))
+
+    assert first.status == RefundStatus.PENDING
+    assert (again.status, again.refund_no, again.amount) == (RefundStatus.SUCCEEDED, first.refund_no, request.amount)
+    assert (other.status, other.failure_code) == (RefundStatus.FAILED, "12")  # the orderId is another txnTime's
 
 
 def test_query_refund_of_an_unknown_refund_is_not_found(adapter):
