@@ -7,6 +7,8 @@ What a sandbox holds is read from its own tables and put in the run's terms (`He
 `HeldRefund`), so the checks compare every provider's record with paysys's in the same way.
 """
 
+import abc
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -91,7 +93,7 @@ REFUND_FAULTS = (  # refund jobs
 REFUND_5XX = FaultPlan(FaultKind.ERROR_5XX, 12, 5, {"operations": ["refund"]}, label="refund")
 
 
-class Sandbox:
+class Sandbox(abc.ABC):
     provider: str
     channel: str
     extra: dict = {}
@@ -103,7 +105,8 @@ class Sandbox:
         self.account = account
         self.merchant_ref = merchant_ref
         self.fault_ids: dict[str, int] = {}
-        self.armed = Counter()
+        self.armed = Counter()  # per planned fault, from the driver's threads
+        self.lock = threading.Lock()
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -119,13 +122,13 @@ class Sandbox:
         for plan in plans:
             if n % plan.every == plan.offset:
                 SandboxFault.objects.filter(pk=self.fault_ids[plan.key]).update(remaining=F("remaining") + 1)
-                self.armed[plan.key] += 1
+                with self.lock:
+                    self.armed[plan.key] += 1
 
     def arm_for(self, kind: str, charge_id: str, params: dict | None = None) -> None:
         """A fault for one payment only (fires once)."""
         fault_set(provider=self.provider, kind=kind, merchant_ref=self.merchant_ref, out_trade_no=self.scope(charge_id),
                   params=params or {}, remaining=1)  # fmt: skip
-        self.armed[f"{kind} (one payment)"] += 1
 
     def fault_report(self) -> dict[str, tuple[int, int]]:
         """(armed, fired) per planned fault, and per kind of payment-scoped fault."""
@@ -162,15 +165,17 @@ class Sandbox:
 
     # --- what the sandbox holds -------------------------------------------------------------
 
+    @abc.abstractmethod
     def payments(self) -> dict[str, Held]:
-        raise NotImplementedError
+        """What the sandbox holds about each payment, by charge id."""
 
+    @abc.abstractmethod
     def refunds(self) -> dict[str, HeldRefund]:
-        raise NotImplementedError
+        """What the sandbox holds about each refund, by refund id."""
 
+    @abc.abstractmethod
     def notified_out_of_order(self) -> set[str]:
         """Charges whose payment notification was delivered after one of their refunds' notifications."""
-        raise NotImplementedError
 
 
 def _after_a_refund(payments: list[tuple], refunds: list[tuple]) -> set:
