@@ -19,13 +19,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from urllib.parse import urlencode
 
-from django.db import transaction
 from django.utils import timezone
 
 from apps.sandbox import alipay_bill, selectors, services
 from apps.sandbox import alipay_protocol as proto
 from apps.sandbox.exceptions import AlipayGatewayError, business_error
-from apps.sandbox.faults import faults_in_scope
+from apps.sandbox.faults import fault_take
 from apps.sandbox.models import (
     AlipayApp,
     AlipayProductCode,
@@ -107,32 +106,11 @@ def _late_if(kind: str, call: GatewayCall, out_trade_no: str, node: dict) -> dic
 
 
 def _error_5xx_take(app: AlipayApp, method: str, out_trade_no: str, armed: frozenset[str]) -> SandboxFault | None:
-    """The ERROR_5XX fault for this method, consumed; one limited to other methods is not spent.
-
-    apps.sandbox.faults.fault_take cannot filter on params, so the candidates are read here with
-    its scope rule first and the matching one is taken by id.
-    """
-    if FaultKind.ERROR_5XX not in armed:
-        return None
-    candidates = faults_in_scope(
-        SandboxFault.objects.filter(provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, enabled=True),
-        merchant_ref=app.app_id,
-        out_trade_no=out_trade_no,
-    ).order_by("-out_trade_no", "-merchant_ref", "id")
-    for candidate in candidates:
-        operations = (candidate.params or {}).get("operations") or []
-        if operations and method not in operations:
-            continue
-        with transaction.atomic():
-            fault = SandboxFault.objects.select_for_update().filter(pk=candidate.pk, enabled=True).first()
-            if fault is None or (fault.remaining is not None and fault.remaining < 1):
-                continue
-            fault.fired += 1
-            if fault.remaining is not None:
-                fault.remaining -= 1
-            fault.save(update_fields=["fired", "remaining"])
-            return fault
-    return None
+    """The ERROR_5XX fault for this method, consumed; one limited to other methods is not spent."""
+    return fault_take(
+        provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=app.app_id, out_trade_no=out_trade_no,
+        operation=method, armed=armed,
+    )  # fmt: skip
 
 
 def _precreate(call: GatewayCall) -> dict:

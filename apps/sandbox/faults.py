@@ -1,11 +1,12 @@
 """Fault injection: what the sandbox consults before it answers, notifies or writes a bill.
 
 `fault_take` fires a matching fault at most `remaining` times, atomically, so concurrent
-requests never fire one more often than it was set to.
+requests never fire one more often than it was set to. A fault limited to some operations
+(`params.operations`, e.g. ERROR_5XX on `["create"]`) is matched, and so spent, only by those.
 """
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 
 from apps.sandbox.models import FaultKind, SandboxFault
 
@@ -43,7 +44,8 @@ def fault_kinds_armed(*, provider: str, merchant_ref: str, out_trade_no: str = "
     skip the locking `fault_take` of every kind that is not armed (the usual case).
 
     The provider's enabled faults are few (none, most of the time), so the scope rule of
-    `faults_in_scope` is applied to them here rather than built into a query on every call.
+    `_matching` (operations aside: a kind is armed if any of its faults could fire) is applied to
+    them here rather than built into a query on every call.
     """
     rows = SandboxFault.objects.filter(provider=provider, enabled=True).values_list(
         "kind", "merchant_ref", "out_trade_no", "remaining"
@@ -55,38 +57,48 @@ def fault_kinds_armed(*, provider: str, merchant_ref: str, out_trade_no: str = "
     )
 
 
-def faults_in_scope(faults, *, merchant_ref: str, out_trade_no: str):
-    """The faults among `faults` whose scope covers the merchant and order and that can still fire
-    (`fault_kinds_armed` applies the same rule in Python)."""
-    return (
-        faults.filter(Q(merchant_ref="") | Q(merchant_ref=merchant_ref))
+def _matching(
+    *, provider: str, kind: str, merchant_ref: str, out_trade_no: str, operation: str | None
+) -> QuerySet[SandboxFault]:
+    """Enabled faults of this kind that apply to the account, the payment and the operation."""
+    faults = (
+        SandboxFault.objects.filter(provider=provider, kind=kind, enabled=True)
+        .filter(Q(merchant_ref="") | Q(merchant_ref=merchant_ref))
         .filter(Q(out_trade_no="") | Q(out_trade_no=out_trade_no))
         .filter(Q(remaining__isnull=True) | Q(remaining__gt=0))
     )
+    if operation is not None:  # no `operations` (or an empty list) means every operation
+        faults = faults.filter(
+            Q(params__operations__isnull=True)
+            | Q(params__operations=None)
+            | Q(params__operations=[])
+            | Q(params__operations__contains=[operation])
+        )
+    return faults
 
 
 def fault_take(
-    *, provider: str, kind: str, merchant_ref: str, out_trade_no: str = "", armed: frozenset[str] | None = None
+    *,
+    provider: str,
+    kind: str,
+    merchant_ref: str,
+    out_trade_no: str = "",
+    operation: str | None = None,
+    armed: frozenset[str] | None = None,
 ) -> SandboxFault | None:
-    """The most specific enabled fault of this kind for the payment, consumed once; else None.
+    """The most specific enabled fault of this kind for the payment (and `operation`, when the
+    caller names one), consumed once; else None.
 
     `armed` (from `fault_kinds_armed`, read earlier in the same request) skips the query when the
     kind was not armed then.
     """
     if armed is not None and kind not in armed:
         return None
+    matching = _matching(
+        provider=provider, kind=kind, merchant_ref=merchant_ref, out_trade_no=out_trade_no, operation=operation
+    )
     with transaction.atomic():
-        fault = (
-            faults_in_scope(
-                SandboxFault.objects.select_for_update(skip_locked=True).filter(
-                    provider=provider, kind=kind, enabled=True
-                ),
-                merchant_ref=merchant_ref,
-                out_trade_no=out_trade_no,
-            )
-            .order_by("-out_trade_no", "-merchant_ref", "id")
-            .first()
-        )
+        fault = matching.select_for_update(skip_locked=True).order_by("-out_trade_no", "-merchant_ref", "id").first()
         if fault is None:
             return None
         changes = {"fired": F("fired") + 1}
@@ -98,8 +110,6 @@ def fault_take(
 
 def fault_active(*, provider: str, kind: str, merchant_ref: str, out_trade_no: str = "") -> bool:
     """Whether a fault would fire, without consuming it (for bill generation over many trades)."""
-    return faults_in_scope(
-        SandboxFault.objects.filter(provider=provider, kind=kind, enabled=True),
-        merchant_ref=merchant_ref,
-        out_trade_no=out_trade_no,
+    return _matching(
+        provider=provider, kind=kind, merchant_ref=merchant_ref, out_trade_no=out_trade_no, operation=None
     ).exists()

@@ -167,14 +167,17 @@ def fault_for(kind: str, *, merchant: UnionPayMerchant, order_id: str):
 
 
 def operation_fails_5xx(*, merchant: UnionPayMerchant | None, operation: str, order_id: str = "") -> bool:
-    """The ERROR_5XX fault for `operation` (front, query, refund, file): the gateway did nothing."""
+    """The ERROR_5XX fault for `operation` (front, query, refund, file): the gateway did nothing.
+
+    A fault limited to some operations (params.operations) is spent only by those.
+    """
     if merchant is None:
         return False
-    fault = fault_for(FaultKind.ERROR_5XX, merchant=merchant, order_id=order_id)
-    if fault is None:
-        return False
-    operations = fault.params.get("operations") or []
-    return not operations or operation in operations
+    fault = fault_take(
+        provider=PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=merchant.mer_id, out_trade_no=order_id,
+        operation=operation,
+    )  # fmt: skip
+    return fault is not None
 
 
 def fault_sleep(fault) -> None:
@@ -401,17 +404,22 @@ def _notification_create(txn: UnionPayTxn) -> UnionPayNotification | None:
         ids.append(duplicate.id)
     for notification_id in ids:
         transaction.on_commit(lambda notification_id=notification_id: _enqueue(notification_id, countdown))
-    if txn.txn_type == UnionPayTxnType.REFUND:
-        # Out of order: the consume's held notification goes out only after this refund's.
-        held_ids = list(
-            UnionPayNotification.objects.filter(txn_id=txn.orig_id, held=True, delivered_at__isnull=True).values_list(
-                "id", flat=True
-            )
-        )
-        UnionPayNotification.objects.filter(id__in=held_ids).update(held=False)
-        for held_id in held_ids:
-            transaction.on_commit(lambda held_id=held_id: _enqueue(held_id, countdown + 1))
     return notification
+
+
+def _release_held(*, consume_id: int) -> int:
+    """Out of order: a consume's held notifications go out once one of its refunds' notifications
+    has been delivered (not merely created: under load a later task can overtake an earlier one)."""
+    with transaction.atomic():
+        ids = list(
+            UnionPayNotification.objects.select_for_update(skip_locked=True)
+            .filter(txn_id=consume_id, held=True, delivered_at__isnull=True)
+            .values_list("id", flat=True)
+        )
+        UnionPayNotification.objects.filter(id__in=ids).update(held=False)
+    for notification_id in ids:
+        _enqueue(notification_id)
+    return len(ids)
 
 
 def unionpay_notification_deliver(*, notification_id: int) -> bool | float:
@@ -422,7 +430,7 @@ def unionpay_notification_deliver(*, notification_id: int) -> bool | float:
     Each attempt is claimed first (compare-and-set on `attempts`), so the task and the sweep never
     send the same attempt twice.
     """
-    notification = UnionPayNotification.objects.filter(id=notification_id).first()
+    notification = UnionPayNotification.objects.select_related("txn").filter(id=notification_id).first()
     if notification is None or notification.delivered_at is not None or notification.lost or notification.held:
         return True
     now = timezone.now()
@@ -449,6 +457,8 @@ def unionpay_notification_deliver(*, notification_id: int) -> bool | float:
     UnionPayNotification.objects.filter(id=notification.id).update(**changes)
     if not delivered:
         logger.info("sandbox unionpay notification %s to %s failed: %s", notification.id, notification.back_url, result)
+    elif notification.txn.txn_type == UnionPayTxnType.REFUND:
+        _release_held(consume_id=notification.txn.orig_id)
     return delivered
 
 

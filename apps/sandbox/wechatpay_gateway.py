@@ -73,14 +73,17 @@ def _timeout_seconds(fault) -> float:
 
 
 def _check_5xx(merchant: WechatpayMerchant, operation: str, out_trade_no: str = "") -> None:
-    """The ERROR_5XX fault for this operation (params.operations: list of names; empty = all)."""
-    fault = _fault(FaultKind.ERROR_5XX, merchant, out_trade_no)
-    if fault is None:
-        return
-    operations = (fault.params or {}).get("operations") or []
-    if operations and operation not in operations:
-        return  # a fault limited by `remaining` is spent by any operation: scope it with operations=[] then
-    raise WechatpayApiError(int((fault.params or {}).get("status", 500)), "SYSTEM_ERROR", "系统错误")
+    """The ERROR_5XX fault for this operation (params.operations: list of names; empty = all).
+
+    Operations: create, query, close, refund, refund_query, bill. A fault limited to some of them
+    is spent only by those.
+    """
+    fault = fault_take(
+        provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=merchant.mchid, out_trade_no=out_trade_no,
+        operation=operation,
+    )  # fmt: skip
+    if fault is not None:
+        raise WechatpayApiError(int((fault.params or {}).get("status", 500)), "SYSTEM_ERROR", "系统错误")
 
 
 # --- endpoints ---------------------------------------------------------------------------------

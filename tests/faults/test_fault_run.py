@@ -1,141 +1,97 @@
-"""The fault run (issue 6): money comes out right however providers and our own processes misbehave.
+"""The fault run (issues 4 and 6): money comes out right however providers and our own processes
+misbehave, for Alipay, WeChat Pay and UnionPay together.
 
-A live server (merchant API, Alipay sandbox, notification endpoint), a real Celery worker and a
-real `celery beat` (DatabaseScheduler: the sweeps every 5 s / 10 s / 30 s), a local webhook
-receiver. The sandbox misbehaves merchant-wide: faults are armed one firing at a time
-(`remaining` += 1) as the run goes, so they are spread over it rather than spent at once:
-lost, delayed, duplicated and out-of-order notifications, create timeouts that nonetheless
-charged, create timeouts, 5xx on precreate, query timeouts (one aimed at a reverse that loses its race
-to the payer), refund timeouts and refunds that never notify.
+A live server (merchant API, the three sandboxes, notification endpoint), a real Celery worker and
+a real `celery beat` (DatabaseScheduler: the sweeps every 5 s / 10 s / 30 s, the sandboxes' every
+60 s), a local webhook receiver. Charge job i goes to provider i % 3 (alipay_qr, wx_pub_qr,
+upacp_pc), as that provider's job n = i // 3; refunds are numbered per provider too, so each
+provider sees the same plan. Merchant-wide faults are armed one firing at a time (`remaining`
++= 1) as the run goes, so they are spread over it rather than spent at once
+(tests/faults/sandboxes.py lists them per provider); a few are scoped to one payment.
 
-Over 300 charges (most paid, some left unpaid, some reversed, some raced pay-against-reverse,
-some paid twice on one order, a few expiring) and over 100 refunds (full, partial, partial then
-the rest, and two concurrent partials that together would exceed the charge) go through the
-HTTP API from ~8 threads. Midway the worker is SIGKILLed (its whole process tree) and a new one
-is started. Then the run waits (bounded) for convergence and checks every charge and refund
-against the sandbox's own records, that nothing took effect twice, the ledger, and the webhooks.
+Faults, and which provider can exhibit them through the pay core:
 
-A summary is printed (run with -s) and written to var/test-faults-summary.txt.
+| fault | Alipay | WeChat Pay | UnionPay |
+| --- | --- | --- | --- |
+| notification lost / delayed (4 s) / duplicated | yes | yes | yes |
+| out of order: the payment notification held until a refund's (one payment each) | yes | yes | yes |
+| notification amount differs by 1 fen (one payment each): flagged, no money moves | yes | yes | yes |
+| create times out / times out but the payment is made | yes | yes | no (1) |
+| 5xx | on precreate | on create, on refund | on query, on refund |
+| query times out (one aimed at a reverse that loses its race to the payer) | yes | yes | yes (2) |
+| refund times out / never notifies | yes (3) | yes | yes |
+
+(1) paysys makes no create call to UnionPay: it signs the front consume form and the payer's
+browser posts it to frontTransReq.do, so create faults are the payer's, not the pay core's.
+(2) UnionPay has no close (a consume dies at payTimeout): no reverse, so no race either; its
+reverse and race jobs pay instead. (3) Alipay refunds are synchronous (the answer settles them);
+its refund faults hit the refund call and the trade notifications that follow a refund. WeChat
+Pay and UnionPay refunds are accepted first and settle by notification or refund query.
+
+Charges (most paid, some left unpaid, some reversed, some raced pay-against-reverse, some paid
+twice on one order across two providers, a few expiring) and refunds (full, partial, partial then
+the rest, and two concurrent partials that together would exceed the charge) go through the HTTP
+API from threads. Midway the worker is SIGKILLed (its whole process tree) and a new one is
+started. Then the run waits (bounded) for convergence, the expiring charges closed included (by
+the active query after their time_expire, about 110 s after creation), and checks every charge
+and refund against its sandbox's own records, that nothing took effect twice, that every planned
+fault fired for every provider, the ledger, and the webhooks.
+
+Size: PAYSYS_FAULT_RUN_CHARGES driven charge jobs (default 300, at least 90), besides 6 expiring
+ones and 4 orders paid twice. A summary is printed (run with -s) and written to
+var/test-faults-summary.txt.
 """
 
-import io
 import json
+import os
 import queue
 import random
-import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 
 import pytest
-import redis
 import requests
-from django.conf import settings
-from django.core.management import call_command
 from django.db import connection
-from django.db.models import Count, F
 
-from apps.channels.models import ChannelCall
-from apps.events.models import Event, WebhookDelivery, WebhookDeliveryStatus
+from apps.events.models import Event, WebhookDelivery
 from apps.ledger.models import JournalEntry
 from apps.merchants.services import webhook_endpoint_create
-from apps.orders.models import Order, OrderStatus
-from apps.payments import refunds as refunds_module
 from apps.payments.models import Charge, ChargeStatus, ChargeTransition, Refund, RefundStatus, RefundTransition
-from apps.sandbox.faults import fault_set
-from apps.sandbox.models import AlipayRefund, AlipayTrade, AlipayTradeStatus, FaultKind, SandboxFault
-from tests.conftest import (
-    CELERY,
-    ROOT,
-    celery_env,
-    celery_purge,
-    celery_worker_start,
-    process_stop,
-    process_tree_kill,
-    test_database_url,
+from apps.sandbox.models import FaultKind
+from tests.faults.checks import (
+    call_log_summary,
+    ledger_check,
+    money_mismatches,
+    order_mismatches,
+    snapshot,
+    wait_for_convergence,
+    webhook_mismatches,
 )
+from tests.faults.conftest import VAR
+from tests.faults.sandboxes import FAULT_SECONDS, Sandbox
 from tests.support import sign_headers
 
 pytestmark = pytest.mark.e2e
 
-CHANNEL_TIMEOUT = 2.0  # seconds: what paysys waits for the sandbox (test process and worker)
-FAULT_SECONDS = 4.0  # how late a "timeout" fault answers: beyond CHANNEL_TIMEOUT
-CHARGES = 300  # driven charges, besides 6 expiring ones and 4 orders paid twice
+CHARGES = int(os.environ.get("PAYSYS_FAULT_RUN_CHARGES", "300"))
 CHARGE_THREADS = 6
 REFUND_THREADS = 3
-CONVERGENCE_SECONDS = 120
-VAR = ROOT / "var"
+CONVERGENCE_SECONDS = 240  # the bound; the run stops waiting as soon as everything agrees
+REFUNDED = (0, 2, 4)  # paid charges with n % 7 in these are refunded
+AMOUNT_DIFFERS = (20, 18)  # paid charges with n % 20 == 18: the notification claims 1 fen more
+OUT_OF_ORDER = (10, 9)  # refunded charges with n % 10 == 9: payment notified after the refund
 
 
-# --- processes -------------------------------------------------------------------------------------
-
-
-class Cluster:
-    """The worker (killable, restartable) and beat processes of the run."""
-
-    def __init__(self, env: dict):
-        self.env = env
-        self.worker = None
-        self.beat = None
-        self.generation = 0
-        self.killed = 0
-
-    def start_worker(self) -> None:
-        self.generation += 1
-        self.worker = celery_worker_start(self.env, VAR / f"test-faults-worker-{self.generation}.log", concurrency=4)
-
-    def kill_worker(self) -> int:
-        """SIGKILL the worker's main process and its pool children, as a crash would."""
-        self.killed = process_tree_kill(self.worker)
-        return self.killed
-
-    def start_beat(self) -> None:
-        schedule = VAR / "test-faults-beat-schedule"
-        pidfile = VAR / "test-faults-beat.pid"
-        for stale in (pidfile, schedule):
-            stale.unlink(missing_ok=True)
-        with open(VAR / "test-faults-beat.log", "wb") as log:
-            self.beat = subprocess.Popen(
-                [*CELERY, "beat", "--loglevel", "INFO", "-s", str(schedule), "--pidfile", str(pidfile)],
-                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def stop(self) -> None:
-        for process in (self.beat, self.worker):
-            if process is not None:
-                process_stop(process)
-
-
-@pytest.fixture
-def cluster(sandbox_alipay, live_server, settings):
-    settings.PAYSYS_CHANNEL_TIMEOUT_SECONDS = CHANNEL_TIMEOUT
-    env = celery_env(
-        test_database_url(),
-        PAYSYS_CHANNEL_TIMEOUT_SECONDS=str(CHANNEL_TIMEOUT),
-        PAYSYS_PUBLIC_URL=live_server.url,
-    )
-    celery_purge(env)
-    running = Cluster(env)
-    try:
-        running.start_worker()
-        running.start_beat()
-        yield running
-    finally:
-        running.stop()
-        connection.close()
-        forget_unacked(env)
-
-
-def forget_unacked(env: dict) -> None:
-    """The killed worker's unacknowledged messages would come back to a later worker on this broker
-    after the visibility timeout (an hour), naming rows of this run's flushed database: drop them."""
-    celery_purge(env)
-    if settings.CELERY_BROKER_URL.startswith("redis"):
-        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        client.delete("unacked", "unacked_index", "unacked_mutex")
-        client.close()
+def charge_plan(n: int, sandbox: Sandbox) -> str:
+    if n % 10 == 3:
+        return "unpaid"
+    if n % 20 == 7 and sandbox.closes:
+        return "reverse"
+    if n % 20 == 17 and sandbox.closes:
+        return "race"
+    return "pay"
 
 
 # --- the merchant's HTTP client ---------------------------------------------------------------------
@@ -162,129 +118,51 @@ class Api:
         return session.post(self.base_url + path, data=body, headers=headers, timeout=60)
 
 
-# --- faults ----------------------------------------------------------------------------------------
-
-
-class Faults:
-    """One merchant-wide fault per kind, armed one firing at a time as the run goes."""
-
-    def __init__(self, app_id: str):
-        self.ids = {}
-        specs = {
-            FaultKind.NOTIFY_LOST: {},
-            FaultKind.NOTIFY_DELAY: {"seconds": 4},
-            FaultKind.NOTIFY_DUPLICATE: {},
-            FaultKind.NOTIFY_OUT_OF_ORDER: {},
-            FaultKind.CREATE_TIMEOUT_PAID: {"seconds": FAULT_SECONDS},
-            FaultKind.TIMEOUT_CREATE: {"seconds": FAULT_SECONDS},
-            FaultKind.ERROR_5XX: {"operations": ["alipay.trade.precreate"], "status": 502},
-            FaultKind.TIMEOUT_REFUND: {"seconds": FAULT_SECONDS},
-            FaultKind.REFUND_NEVER_NOTIFIES: {},
-            FaultKind.TIMEOUT_QUERY: {"seconds": FAULT_SECONDS},
-        }
-        for kind, params in specs.items():
-            fault = fault_set(provider="alipay", kind=kind, merchant_ref=app_id, params=params, remaining=0)
-            self.ids[kind] = fault.pk
-        self.armed = Counter()
-        self.app_id = app_id
-
-    def arm_for(self, kind: str, out_trade_no: str, params: dict) -> None:
-        """A fault for one payment only (fires once)."""
-        fault_set(provider="alipay", kind=kind, merchant_ref=self.app_id, out_trade_no=out_trade_no, params=params,
-                  remaining=1)  # fmt: skip
-        self.armed[f"{kind} (one payment)"] += 1
-
-    def arm(self, kind: str) -> None:
-        SandboxFault.objects.filter(pk=self.ids[kind]).update(remaining=F("remaining") + 1)
-        self.armed[kind] += 1
-
-    def report(self) -> dict:
-        merchant_wide = {f.kind: (self.armed[f.kind], f.fired) for f in SandboxFault.objects.filter(out_trade_no="")}
-        per_payment = SandboxFault.objects.exclude(out_trade_no="")
-        for kind in {f.kind for f in per_payment}:
-            ours = [f for f in per_payment if f.kind == kind]
-            merchant_wide[f"{kind} (one payment)"] = (len(ours), sum(f.fired for f in ours))
-        return merchant_wide
-
-
-CHARGE_FAULTS = (  # (kind, every, offset): armed before charge job i when i % every == offset
-    (FaultKind.NOTIFY_LOST, 10, 1),
-    (FaultKind.NOTIFY_DELAY, 10, 2),
-    (FaultKind.NOTIFY_DUPLICATE, 10, 4),
-    (FaultKind.NOTIFY_OUT_OF_ORDER, 20, 9),
-    (FaultKind.CREATE_TIMEOUT_PAID, 20, 5),
-    (FaultKind.ERROR_5XX, 40, 6),
-    (FaultKind.TIMEOUT_CREATE, 40, 26),
-)
-REFUND_FAULTS = (  # armed before refund job k when k % every == offset
-    (FaultKind.TIMEOUT_REFUND, 8, 1),
-    (FaultKind.REFUND_NEVER_NOTIFIES, 6, 2),
-    (FaultKind.NOTIFY_LOST, 10, 3),
-    (FaultKind.NOTIFY_DUPLICATE, 10, 5),
-    (FaultKind.NOTIFY_DELAY, 10, 7),
-    (FaultKind.TIMEOUT_QUERY, 10, 9),
-)
-
-
-REFUNDED = (0, 2, 4)  # paid charges with i % 7 in these are refunded (~95 charges, ~120 refunds)
-
-
-def charge_plan(i: int) -> str:
-    if i % 10 == 3:
-        return "unpaid"
-    if i % 20 == 7:
-        return "reverse"
-    if i % 20 == 17:
-        return "race"
-    return "pay"
-
-
 # --- the run ---------------------------------------------------------------------------------------
 
 
 class Run:
-    def __init__(self, api: Api, merchant, faults: Faults, cluster: Cluster):
+    def __init__(self, api: Api, merchant, sandboxes: list[Sandbox], cluster):
         self.api = api
         self.merchant = merchant
-        self.faults = faults
+        self.sandboxes = sandboxes
         self.cluster = cluster
         self.tag = f"{random.randrange(16**6):06x}"
         self.lock = threading.Lock()
         self.records = []  # one dict per charge job
         self.refund_calls = []  # (charge id, kind, status code, body)
+        self.failed_refunds = []  # refunds answered `failed` (a provider 5xx)
         self.refund_queue = queue.Queue()
         self.charge_jobs_done = 0
-        self.refund_jobs = 0
+        self.refund_jobs = Counter()  # per provider
         self.unexpected = []
         self.server_errors = []
         self.marks = {"start": time.monotonic()}
 
     # charges
 
-    def payload(self, order_no: str, amount: int, **extra) -> dict:
-        return {
-            "order_no": order_no, "app": {"id": self.merchant.app.public_id}, "channel": "alipay_qr",
+    def create(self, sandbox: Sandbox, order_no: str, amount: int, **extra) -> tuple[int, dict]:
+        payload = {
+            "order_no": order_no, "app": {"id": self.merchant.app.public_id}, "channel": sandbox.channel,
             "amount": amount, "currency": "cny", "client_ip": "127.0.0.1", "subject": "fault run",
-            "body": f"order {order_no}", **extra,
+            "body": f"order {order_no}", **({"extra": sandbox.extra} if sandbox.extra else {}), **extra,
         }  # fmt: skip
-
-    def create(self, order_no: str, amount: int, **extra) -> tuple[int, dict]:
-        response = self.api.post("/v1/charges", self.payload(order_no, amount, **extra))
+        response = self.api.post("/v1/charges", payload)
         return response.status_code, response.json()
 
     def charge_job(self, i: int) -> None:
         try:
-            for kind, every, offset in CHARGE_FAULTS:
-                if i % every == offset:
-                    self.faults.arm(kind)
-            plan = charge_plan(i)
+            sandbox, n = self.sandboxes[i % len(self.sandboxes)], i // len(self.sandboxes)
+            sandbox.arm_due(sandbox.charge_faults, n)
+            plan = charge_plan(n, sandbox)
             order_no = f"f{self.tag}{i:05d}"
             amount = 1000 + 37 * i
-            status, body = self.create(order_no, amount)
-            record = {"i": i, "plan": plan, "order_no": order_no, "amount": amount, "create": status}
+            status, body = self.create(sandbox, order_no, amount)
+            record = {"i": i, "n": n, "provider": sandbox.provider, "plan": plan, "order_no": order_no,
+                      "amount": amount, "create": status}  # fmt: skip
             if status == 200:
                 record["id"] = body["id"]
-                self.follow_plan(record, body["credential"]["alipay_qr"])
+                self.follow_plan(sandbox, record, body["credential"][sandbox.channel])
             elif status not in (402, 504):  # 402: the provider answered 5xx; 504: it did not answer in time
                 self.unexpected.append(f"charge {order_no}: HTTP {status} {body}")
             with self.lock:
@@ -293,40 +171,49 @@ class Run:
         finally:
             connection.close()
 
-    def follow_plan(self, record: dict, qr_url: str) -> None:
-        plan = record["plan"]
+    def follow_plan(self, sandbox: Sandbox, record: dict, credential) -> None:
+        plan, n = record["plan"], record["n"]
         if plan == "pay":
-            requests.post(qr_url, data={"result": "success"}, timeout=30).raise_for_status()
-            if record["i"] % 7 in REFUNDED:
-                self.refund_queue.put((record["id"], record["amount"]))
+            refunded = n % 7 in REFUNDED
+            if n % AMOUNT_DIFFERS[0] == AMOUNT_DIFFERS[1]:
+                sandbox.arm_for(FaultKind.NOTIFY_AMOUNT_DIFFERS, record["id"], {"delta": 1})
+            if refunded and n % OUT_OF_ORDER[0] == OUT_OF_ORDER[1]:
+                sandbox.arm_for(FaultKind.NOTIFY_OUT_OF_ORDER, record["id"])
+            if (status := sandbox.pay(credential)) != 200:
+                self.unexpected.append(f"pay {record['id']}: HTTP {status}")
+            if refunded:
+                self.refund_queue.put((sandbox, record["id"], record["amount"]))
             return
-        requests.get(qr_url, timeout=30).raise_for_status()  # the payer scans
+        sandbox.open(credential)
         if plan == "reverse":
             response = self.reverse(record)
             if response.status_code != 200 or response.json()["reversed"] is not True:
                 self.unexpected.append(f"reverse {record['id']}: HTTP {response.status_code} {response.text[:300]}")
         elif plan == "race":  # the payer pays while the merchant reverses
-            answers = {}
-            barrier = threading.Barrier(2)
+            self.race(sandbox, record, credential)
 
-            def pay():
-                barrier.wait()
-                time.sleep(random.uniform(0, 0.3))  # either may come first
-                answers["pay"] = requests.post(qr_url, data={"result": "success"}, timeout=30).status_code
+    def race(self, sandbox: Sandbox, record: dict, credential) -> None:
+        answers = {}
+        barrier = threading.Barrier(2)
 
-            if record["i"] % 40 == 17:  # if the payer wins, the query that confirms it times out
-                self.faults.arm_for(FaultKind.TIMEOUT_QUERY, record["id"], {"seconds": FAULT_SECONDS})
-            payer = threading.Thread(target=pay)
-            payer.start()
+        def pay():
             barrier.wait()
-            response = self.reverse(record)
-            payer.join()
-            outcome = "reversed" if response.status_code == 200 else response.json()["error"].get("code", "")
-            record["race"] = outcome or f"HTTP {response.status_code}"
-            if response.status_code == 500:  # checked last, so that every money check runs first
-                self.server_errors.append(f"reverse {record['id']}: {response.text[:200]}")
-            elif outcome not in ("reversed", "charge_paid") or answers.get("pay") != 200:
-                self.unexpected.append(f"race {record['id']}: HTTP {response.status_code} {response.text[:300]}")
+            time.sleep(random.uniform(0, 0.3))  # either may come first
+            answers["pay"] = sandbox.pay(credential)
+
+        if record["n"] % 40 == 17:  # if the payer wins, the query that confirms it times out
+            sandbox.arm_for(FaultKind.TIMEOUT_QUERY, record["id"], {"seconds": FAULT_SECONDS})
+        payer = threading.Thread(target=pay)
+        payer.start()
+        barrier.wait()
+        response = self.reverse(record)
+        payer.join()
+        outcome = "reversed" if response.status_code == 200 else response.json()["error"].get("code", "")
+        record["race"] = outcome or f"HTTP {response.status_code}"
+        if response.status_code == 500:  # checked last, so that every money check runs first
+            self.server_errors.append(f"reverse {record['id']}: {response.text[:200]}")
+        elif outcome not in ("reversed", "charge_paid") or answers.get("pay") != 200:
+            self.unexpected.append(f"race {record['id']}: HTTP {response.status_code} {response.text[:300]}")
 
     def reverse(self, record: dict) -> requests.Response:
         """POST /reverse; a 402 (the provider did not answer in time: "try again") is retried, as a
@@ -341,24 +228,36 @@ class Run:
         return response
 
     def extras(self) -> None:
-        """Charges that expire (time_expire in 90 s; scanned, never paid) and orders paid twice."""
+        """Charges that expire (time_expire in 90 s; opened, never paid) and orders paid twice, each
+        by charges on two providers."""
+        count = len(self.sandboxes)
         for n in range(6):
+            sandbox = self.sandboxes[n % count]
             order_no = f"x{self.tag}{n:03d}"
             expire_at = int(time.time()) + 90  # at least a minute when the server checks it
-            status, body = self.create(order_no, 500 + n, time_expire=expire_at)
+            status, body = self.create(sandbox, order_no, 500 + n, time_expire=expire_at)
             assert status == 200, (n, expire_at, time.time(), body)
-            requests.get(body["credential"]["alipay_qr"], timeout=30).raise_for_status()
-            self.records.append({"i": -1, "plan": "expire", "order_no": order_no, "create": status, "id": body["id"]})
+            sandbox.open(body["credential"][sandbox.channel])
+            self.records.append({"i": -1, "provider": sandbox.provider, "plan": "expire", "order_no": order_no,
+                                 "create": status, "id": body["id"]})  # fmt: skip
         for n in range(4):
             order_no = f"d{self.tag}{n:03d}"
-            charges = [self.create(order_no, 700 + n, metadata={"attempt": k}) for k in range(2)]
-            for status, body in charges:
+            pair = [self.sandboxes[(n + k) % count] for k in range(2)]
+            charges = [(s, *self.create(s, order_no, 700 + n, metadata={"attempt": k})) for k, s in enumerate(pair)]
+            for sandbox, status, body in charges:
                 assert status == 200, body
-                self.records.append({"i": -1, "plan": "paid_twice", "order_no": order_no, "create": status,
-                                     "id": body["id"]})  # fmt: skip
-            for _, body in charges:
-                requests.post(body["credential"]["alipay_qr"], data={"result": "success"}, timeout=30)
+                self.records.append({"i": -1, "provider": sandbox.provider, "plan": "paid_twice",
+                                     "order_no": order_no, "create": status, "id": body["id"]})  # fmt: skip
+            for sandbox, _, body in charges:
+                assert sandbox.pay(body["credential"][sandbox.channel]) == 200
         connection.close()
+
+    def not_expired_yet(self) -> list[str]:
+        """The expiring charges still open: closed (and ended at their provider) once the active
+        query after their time_expire has run (queries at 5, 20, 50, 110 s after creation)."""
+        expiring = [r["id"] for r in self.records if r["plan"] == "expire"]
+        still_open = Charge.objects.filter(public_id__in=expiring).exclude(status=ChargeStatus.CLOSED)
+        return [f"{charge_id} has not expired yet" for charge_id in still_open.values_list("public_id", flat=True)]
 
     # refunds
 
@@ -368,16 +267,14 @@ class Run:
                 item = self.refund_queue.get()
                 if item is None:
                     return
-                charge_id, amount = item
+                sandbox, charge_id, amount = item
                 if not self.wait_succeeded(charge_id):
                     self.refund_calls.append((charge_id, "skipped: not succeeded in time", None, None))
                     continue
                 with self.lock:
-                    k = self.refund_jobs
-                    self.refund_jobs += 1
-                for kind, every, offset in REFUND_FAULTS:
-                    if k % every == offset:
-                        self.faults.arm(kind)
+                    k = self.refund_jobs[sandbox.provider]
+                    self.refund_jobs[sandbox.provider] += 1
+                sandbox.arm_due(sandbox.refund_faults, k)
                 self.refund_job(k, charge_id, amount)
         finally:
             connection.close()
@@ -396,8 +293,12 @@ class Run:
             body["amount"] = amount
         response = self.api.post(f"/v1/charges/{charge_id}/refunds", body)
         self.refund_calls.append((charge_id, kind, response.status_code, response.text[:300]))
-        if response.status_code == 200 and response.json()["status"] not in ("pending", "succeeded"):
-            self.unexpected.append(f"refund of {charge_id}: {response.text[:300]}")
+        if response.status_code == 200:
+            refund = response.json()
+            if refund["status"] == "failed":  # the provider answered 5xx: it did nothing
+                self.failed_refunds.append(refund)
+            elif refund["status"] not in ("pending", "succeeded"):
+                self.unexpected.append(f"refund of {charge_id}: {response.text[:300]}")
         return response.status_code
 
     def refund_job(self, k: int, charge_id: str, amount: int) -> None:
@@ -432,6 +333,8 @@ class Run:
     # the driver
 
     def drive(self) -> None:
+        for sandbox in self.sandboxes:
+            sandbox.install_faults()
         self.extras()
         self.marks["extras"] = time.monotonic()
         refunders = [threading.Thread(target=self.refund_worker, daemon=True) for _ in range(REFUND_THREADS)]
@@ -458,195 +361,119 @@ class Run:
         self.marks["restarted"] = time.monotonic()
 
 
-# --- checks ----------------------------------------------------------------------------------------
+# --- the summary -----------------------------------------------------------------------------------
 
 
-def sandbox_state(sandbox_app) -> tuple[dict, dict]:
-    trades = {t.out_trade_no: t for t in AlipayTrade.objects.filter(app=sandbox_app)}
-    refunds = {r.out_request_no: r for r in AlipayRefund.objects.filter(trade__app=sandbox_app).select_related("trade")}
-    return trades, refunds
-
-
-def charge_mismatches(trades: dict, sandbox_refunds: dict) -> list[str]:
-    """Every charge and refund against the sandbox's own record; empty when they agree."""
-    problems = []
-    charges = list(Charge.objects.all())
-    for charge in charges:
-        trade = trades.get(charge.public_id)
-        if trade is None:  # the provider never created it: only a create that failed (5xx) may say so
-            if charge.status != ChargeStatus.FAILED:
-                problems.append(f"{charge.public_id} is {charge.status} but the sandbox has no trade")
-            continue
-        if trade.paid_at is not None:
-            if charge.status != ChargeStatus.SUCCEEDED:
-                problems.append(f"{charge.public_id} is {charge.status}; the sandbox trade was paid ({trade.status})")
-            elif charge.transaction_no != trade.trade_no:
-                problems.append(f"{charge.public_id} transaction_no {charge.transaction_no!r} != {trade.trade_no!r}")
-            refunded = charge.amount_refunded.amount if charge.amount_refunded is not None else Decimal(0)
-            if refunded != trade.refund_fee:
-                problems.append(f"{charge.public_id} refunded {refunded} but the sandbox refunded {trade.refund_fee}")
-        elif trade.status == AlipayTradeStatus.TRADE_CLOSED:
-            if charge.status not in (ChargeStatus.CLOSED, ChargeStatus.FAILED):
-                problems.append(f"{charge.public_id} is {charge.status} but the sandbox trade is closed unpaid")
-        elif charge.status not in (ChargeStatus.CREATED, ChargeStatus.PENDING) and not (
-            charge.status == ChargeStatus.CLOSED and not trade.scanned  # closed before Alipay knew of it
-        ):
-            problems.append(f"{charge.public_id} is {charge.status} but the sandbox trade waits for payment")
-    paysys_refunds = {r.public_id: r for r in Refund.objects.select_related("charge")}
-    for refund in paysys_refunds.values():
-        at_sandbox = sandbox_refunds.get(refund.public_id)
-        if refund.status == RefundStatus.PENDING:
-            problems.append(f"refund {refund.public_id} still pending (sandbox has it: {at_sandbox is not None})")
-        elif refund.status == RefundStatus.SUCCEEDED:
-            if at_sandbox is None:
-                problems.append(f"refund {refund.public_id} succeeded but the sandbox has no such refund")
-            elif (at_sandbox.refund_amount, at_sandbox.trade.out_trade_no) != (
-                refund.amount.amount,
-                refund.charge.public_id,
-            ):
-                problems.append(f"refund {refund.public_id} differs from the sandbox's {at_sandbox}")
-        elif at_sandbox is not None:
-            problems.append(f"refund {refund.public_id} is {refund.status} but the sandbox refunded it")
-    for out_request_no in sandbox_refunds.keys() - paysys_refunds.keys():
-        problems.append(f"the sandbox refunded {out_request_no}, which paysys does not know")
-    return problems
-
-
-def webhook_mismatches(receiver) -> list[str]:
-    received = {json.loads(r.body)["id"] for r in list(receiver.received)}
-    problems = [f"event {e} never reached the receiver" for e in Event.objects.exclude(public_id__in=received)
-                .values_list("public_id", flat=True)]  # fmt: skip
-    undelivered = WebhookDelivery.objects.exclude(status=WebhookDeliveryStatus.DELIVERED).count()
-    if undelivered:
-        problems.append(f"{undelivered} webhook deliveries not delivered")
-    return problems
-
-
-def wait_for_convergence(sandbox_app, receiver) -> tuple[float, list[str]]:
-    started = time.monotonic()
-    problems = []
-    while time.monotonic() - started < CONVERGENCE_SECONDS:
-        problems = charge_mismatches(*sandbox_state(sandbox_app)) + webhook_mismatches(receiver)
-        if not problems:
-            break
-        time.sleep(2)
-    return time.monotonic() - started, problems
-
-
-def order_mismatches() -> list[str]:
-    """Each order's state from its charges: paid (and how much refunded), open, or closed."""
-    problems = []
-    for order in Order.objects.prefetch_related("charges"):
-        charges = list(order.charges.all())
-        paying = [c for c in charges if c.status == ChargeStatus.SUCCEEDED and c.exception != "duplicate_payment"]
-        if len(paying) > 1:
-            problems.append(f"order {order.order_no} paid by {len(paying)} charges without a duplicate flag")
-            continue
-        if paying:
-            refunded = paying[0].amount_refunded.amount if paying[0].amount_refunded is not None else 0
-            expected = (
-                OrderStatus.PAID if not refunded
-                else OrderStatus.REFUNDED if refunded == paying[0].amount.amount
-                else OrderStatus.PARTIALLY_REFUNDED
-            )  # fmt: skip
-        elif any(c.status in (ChargeStatus.CREATED, ChargeStatus.PENDING) for c in charges) or all(
-            c.status == ChargeStatus.FAILED for c in charges
-        ):
-            expected = OrderStatus.CREATED  # something can still pay it (a failed create leaves it open)
-        else:
-            expected = OrderStatus.CLOSED
-        if order.status != expected:
-            problems.append(f"order {order.order_no} is {order.status}, expected {expected}")
-    return problems
-
-
-def call_log_summary() -> str:
-    rows = ChannelCall.objects.values_list("operation", "outcome", "latency_ms")
-    by_operation = defaultdict(list)
-    for operation, outcome, latency in rows:
-        by_operation[operation].append((outcome, latency))
-    parts = []
-    for operation, calls in sorted(by_operation.items()):
-        latencies = sorted(latency for _, latency in calls)
-        parts.append(
-            f"{operation} {dict(Counter(o for o, _ in calls))} p50 {latencies[len(latencies) // 2]} ms "
-            f"max {latencies[-1]} ms"
-        )
-    return "; ".join(parts)
-
-
-def ledger_wired_for_refunds() -> bool:
-    """Whether the refunds module this process runs posts `refund.succeeded` (the ledger's wiring is
-    being finished beside this test); the module as loaded, not the file as it is now on disk."""
-    return hasattr(refunds_module, "ledger")
-
-
-def ledger_check() -> tuple[int, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("ledger_check", stdout=out, stderr=err)
-    except SystemExit as exc:
-        return int(exc.code or 0), out.getvalue() + err.getvalue()
-    return 0, out.getvalue() + err.getvalue()
-
-
-def test_money_comes_out_right_under_faults(merchant, sandbox_alipay, live_server, receiver, cluster):
-    started = time.monotonic()
-    _, sandbox = sandbox_alipay
-    webhook_endpoint_create(app=merchant.app, url=receiver.url)
-    faults = Faults(sandbox.app_id)
-    run = Run(Api(live_server.url, merchant), merchant, faults, cluster)
-
-    run.drive()
-    driven = time.monotonic() - started
-    waited, problems = wait_for_convergence(sandbox.app, receiver)
-
-    # --- the summary --------------------------------------------------------------------------
-    trades, sandbox_refunds = sandbox_state(sandbox.app)
-    charges = list(Charge.objects.all())
-    refund_rows = list(Refund.objects.all())
+def summary(run: Run, receiver, *, driven: float, waited: float, total: float) -> str:
+    state = snapshot(run.sandboxes)
     events = Counter(Event.objects.values_list("type", flat=True))
     lines = [
-        f"fault run {run.tag}: drive {driven:.1f} s, convergence {waited:.1f} s, "
-        f"total {time.monotonic() - started:.1f} s",
+        f"fault run {run.tag}: {CHARGES} charge jobs, drive {driven:.1f} s, convergence {waited:.1f} s, "
+        f"total {total:.1f} s",
         "phases (s from start): "
         + ", ".join(
             f"{name} {at - run.marks['start']:.1f}" for name, at in sorted(run.marks.items(), key=lambda m: m[1])
         ),
-        f"worker killed (SIGKILL, {cluster.killed} processes) after {CHARGES // 2} charge jobs; workers started: "
-        f"{cluster.generation}",
-        f"charges: {len(charges)} {dict(Counter(c.status for c in charges))}; exceptions "
-        f"{dict(Counter(c.exception for c in charges if c.exception))}; reversed {sum(c.reversed for c in charges)}",
-        f"charge plans: {dict(Counter(r['plan'] for r in run.records))}; create answers "
-        f"{dict(Counter(r['create'] for r in run.records))}; "
-        f"races {dict(Counter(r['race'] for r in run.records if 'race' in r))}"
-        f"; reverse retries {sum(r.get('reverse_retries', 0) for r in run.records)}",
-        f"refunds: {len(refund_rows)} {dict(Counter(r.status for r in refund_rows))}; automatic "
-        f"{sum(bool(r.automatic) for r in refund_rows)}; API calls "
-        f"{dict(Counter((kind, status) for _, kind, status, _ in run.refund_calls))}",
-        f"sandbox: trades {dict(Counter(t.status for t in trades.values()))}, refunds {len(sandbox_refunds)}",
+        f"worker killed (SIGKILL, {run.cluster.killed} processes) after {CHARGES // 2} charge jobs; workers started: "
+        f"{run.cluster.generation}",
         f"events: {dict(events)}; receiver got {len(receiver.received)} posts",
-        f"channel calls: {call_log_summary()}",
-        "faults (armed, fired): " + ", ".join(f"{kind} {v}" for kind, v in sorted(faults.report().items())),
     ]
-    summary = "\n".join(lines)
-    print("\n" + summary)
-    (VAR / "test-faults-summary.txt").write_text(summary + "\n" + "\n".join(problems[:50]) + "\n")
+    for sandbox in run.sandboxes:
+        charges = list(Charge.objects.filter(channel_account=sandbox.account))
+        refunds = list(Refund.objects.filter(charge__channel_account=sandbox.account))
+        records = [r for r in run.records if r["provider"] == sandbox.provider]
+        payments, held_refunds = state[sandbox.account.pk]
+        calls = [c for c in run.refund_calls if c[0] in {ch.public_id for ch in charges}]
+        lines += [
+            f"[{sandbox.provider}] charges: {len(charges)} {dict(Counter(c.status for c in charges))}; exceptions "
+            f"{dict(Counter(c.exception for c in charges if c.exception))}; "
+            f"reversed {sum(c.reversed for c in charges)}",
+            f"[{sandbox.provider}] plans: {dict(Counter(r['plan'] for r in records))}; create answers "
+            f"{dict(Counter(r['create'] for r in records))}; races "
+            f"{dict(Counter(r['race'] for r in records if 'race' in r))}; reverse retries "
+            f"{sum(r.get('reverse_retries', 0) for r in records)}",
+            f"[{sandbox.provider}] refunds: {len(refunds)} {dict(Counter(r.status for r in refunds))}; automatic "
+            f"{sum(bool(r.automatic) for r in refunds)}; API calls {dict(Counter((c[1], c[2]) for c in calls))}",
+            f"[{sandbox.provider}] sandbox: payments paid {sum(h.paid for h in payments.values())}, ended unpaid "
+            f"{sum(h.ended_unpaid for h in payments.values())}, waiting "
+            f"{sum(not (h.paid or h.ended_unpaid) for h in payments.values())}; refunds {len(held_refunds)}; "
+            f"payment notified after its refund: {len(sandbox.notified_out_of_order())}",
+            f"[{sandbox.provider}] channel calls: {call_log_summary(sandbox.account.pk)}",
+            f"[{sandbox.provider}] faults (armed, fired): "
+            + ", ".join(f"{key} {v}" for key, v in sorted(sandbox.fault_report().items())),
+        ]
+    return "\n".join(lines)
+
+
+# --- the test --------------------------------------------------------------------------------------
+
+
+def test_money_comes_out_right_under_faults(merchant, sandboxes, live_server, receiver, cluster):
+    assert CHARGES >= 90, "below 90 charge jobs some planned faults are never armed"
+    started = time.monotonic()
+    webhook_endpoint_create(app=merchant.app, url=receiver.url)
+    run = Run(Api(live_server.url, merchant), merchant, sandboxes, cluster)
+
+    run.drive()
+    driven = time.monotonic() - started
+    waited, problems, last = wait_for_convergence(
+        lambda: money_mismatches(snapshot(sandboxes)) + webhook_mismatches(receiver) + run.not_expired_yet(),
+        seconds=CONVERGENCE_SECONDS,
+    )
+
+    text = summary(run, receiver, driven=driven, waited=waited, total=time.monotonic() - started)
+    text += f"\nlast to converge ({len(last)}): {last[:5]}"
+    print("\n" + text)
+    (VAR / "test-faults-summary.txt").write_text(text + "\n" + "\n".join(problems[:50]) + "\n")
 
     # --- the driver saw only answers it may see -------------------------------------------------
+    charges = list(Charge.objects.select_related("channel_account"))
+    refund_rows = list(Refund.objects.all())
+    events = Counter(Event.objects.values_list("type", flat=True))
     assert not run.unexpected, run.unexpected[:20]
-    assert len(charges) >= 300 and sum(1 for r in run.refund_calls if r[2] == 200) >= 100
+    assert len(charges) >= CHARGES and sum(1 for r in run.refund_calls if r[2] == 200) >= CHARGES // 3
 
-    # --- converged: every charge and refund as the sandbox has it; every event delivered --------
+    # --- converged: every charge and refund as its provider has it; every event delivered -------
     assert not problems, f"{len(problems)} mismatches after {waited:.0f} s: {problems[:30]}"
     assert Refund.objects.filter(status=RefundStatus.PENDING).count() == 0
-    failed_without_trade = [c for c in charges if c.public_id not in trades]
+    state = snapshot(sandboxes)
+    failed_without_trade = [c for c in charges if c.public_id not in state[c.channel_account_id][0]]
     assert all(c.status == ChargeStatus.FAILED for c in failed_without_trade)
     assert len(failed_without_trade) == sum(1 for r in run.records if r["create"] == 402)
 
+    # --- every planned fault fired, for every provider ------------------------------------------
+    for sandbox in sandboxes:
+        report = sandbox.fault_report()
+        planned = [plan.key for plan in (*sandbox.charge_faults, *sandbox.refund_faults)]
+        planned += [
+            f"{kind} (one payment)" for kind in (FaultKind.NOTIFY_AMOUNT_DIFFERS, FaultKind.NOTIFY_OUT_OF_ORDER)
+        ]
+        assert all(report.get(key, (0, 0))[1] >= 1 for key in planned), (sandbox.provider, report)
+        assert sandbox.notified_out_of_order(), f"{sandbox.provider}: no payment was notified after its refund"
+
+    # --- a notification with another amount flags the charge and moves no money; the provider's
+    # own record (the query) then settles it ----------------------------------------------------
+    for sandbox in sandboxes:
+        differed = set(sandbox.fired_for(FaultKind.NOTIFY_AMOUNT_DIFFERS))
+        flagged = set(
+            ChargeTransition.objects.filter(
+                charge__public_id__in=differed, target="exception:amount_mismatch"
+            ).values_list("charge__public_id", flat=True)
+        )
+        assert flagged, f"{sandbox.provider}: no notification with another amount reached paysys"
+        for charge in Charge.objects.filter(public_id__in=differed):
+            assert (charge.status, charge.amount_received) == (ChargeStatus.SUCCEEDED, charge.amount), charge
+            succeeded_by = ChargeTransition.objects.get(charge=charge, target=ChargeStatus.SUCCEEDED).by
+            assert succeeded_by != f"{sandbox.provider}:notification", (charge.public_id, succeeded_by)
+
+    # --- refunds: only a provider's 5xx fails one, and then the provider did nothing -------------
+    failed = [r for r in refund_rows if r.status == RefundStatus.FAILED]
+    assert {r.public_id for r in failed} == {r["id"] for r in run.failed_refunds}
+    assert len(failed) == sum(s.fault_report().get("error_5xx[refund]", (0, 0))[1] for s in sandboxes)
+    assert events.get("refund.failed", 0) == len(failed)
+    assert not [r for r in refund_rows if r.status not in (RefundStatus.SUCCEEDED, RefundStatus.FAILED)]
+
     # --- orders follow their charges; a second payment of an order is refunded in full ----------
-    assert not [r for r in refund_rows if r.status != RefundStatus.SUCCEEDED]
-    assert not events.get("refund.failed")
     assert order_mismatches() == []
     twice = Charge.objects.filter(order__order_no__startswith=f"d{run.tag}")
     assert twice.count() == 8 and twice.filter(status=ChargeStatus.SUCCEEDED).count() == 8
@@ -681,10 +508,7 @@ def test_money_comes_out_right_under_faults(merchant, sandbox_alipay, live_serve
     payments_posted = set(entries.filter(event_type="payment.succeeded"))
     assert payments_posted == succeeded, (len(payments_posted), len(succeeded))
     refunds_posted = set(entries.filter(event_type="refund.succeeded"))
-    if ledger_wired_for_refunds():
-        assert refunds_posted == refunded, (len(refunds_posted), len(refunded))
-    else:
-        print("NOTE: apps/payments/refunds.py does not post refund.succeeded to the ledger yet; not checked")
+    assert refunds_posted == refunded, (len(refunds_posted), len(refunded))
     code, output = ledger_check()
     assert code == 0, output
 
@@ -698,7 +522,7 @@ def test_money_comes_out_right_under_faults(merchant, sandbox_alipay, live_serve
     stored = dict(Event.objects.values_list("public_id", "body"))
     assert all(b == {stored[event_id].encode()} for event_id, b in bodies.items() if event_id in stored)
 
-    assert WebhookDelivery.objects.aggregate(n=Count("id"))["n"] == len(stored)  # one endpoint
+    assert WebhookDelivery.objects.count() == len(stored)  # one endpoint
 
     # --- never a 500: a reverse that loses the race to the payer, when the query confirming the
     # payment fails (timeout), must answer a Ping++ error, not an internal error ----------------

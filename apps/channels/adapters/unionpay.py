@@ -73,6 +73,7 @@ ID_PREFIXES = {"01": "ch", "04": "re"}  # txnType -> the paysys id prefix its or
 SUCCESS_CODES = ("00", "A6")
 UNKNOWN_CODES = ("03", "04", "05")  # "in progress / unknown": ask again later
 NOT_FOUND_CODE = "34"
+DUPLICATE_CODE = "12"  # the orderId is taken (重复交易)
 BILL_NOT_READY_CODE = "98"
 FILE_HOSTS = {  # the file host beside UnionPay's own gateways (acpsdk.fileTransUrl)
     "gateway.95516.com": "https://filedownload.95516.com/",
@@ -390,8 +391,12 @@ class UnionPayAdapter(ChannelAdapter):
             "reqReserved": request.out_trade_no,  # echoed in the notification: which charge
         }
         answer = self._post(self._url("backTransReq.do"), fields)
-        raw = {**answer, "txnTime": answer.get("txnTime") or fields["txnTime"]}
         code = answer["respCode"]
+        if code == DUPLICATE_CODE:
+            known = self._refund_sent_before(request, txn_time=fields["txnTime"])
+            if known is not None:
+                return known
+        raw = {**answer, "txnTime": answer.get("txnTime") or fields["txnTime"]}
         if code == "00" or code in UNKNOWN_CODES:
             return RefundResult(
                 out_refund_no=request.out_refund_no,
@@ -410,6 +415,18 @@ class UnionPayAdapter(ChannelAdapter):
             failure_msg=answer.get("respMsg", ""),
             raw=raw,
         )
+
+    def _refund_sent_before(self, request: RefundRequest, *, txn_time: str) -> RefundResult | None:
+        """A refund answered "duplicate" (12): UnionPay does not deduplicate, it refuses a used orderId.
+        The same refund sent again (a task run twice, a resubmission) is found by its own orderId
+        and txnTime and its state is the answer; None when the orderId belongs to something else."""
+        known = self.query_refund(
+            out_trade_no=request.out_trade_no, out_refund_no=request.out_refund_no,
+            currency=request.amount.currency.code, requested_at=txn_time,
+        )  # fmt: skip
+        if known.status == RefundStatus.NOT_FOUND or known.amount != request.amount:
+            return None
+        return known
 
     def query_refund(
         self, *, out_trade_no: str, out_refund_no: str, currency: str, requested_at: datetime | str | None = None

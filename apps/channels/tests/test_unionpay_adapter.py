@@ -5,6 +5,7 @@ apps.sandbox): faults are written into the sandbox's fault table as its console 
 sweep is run by Celery task name, as beat runs it.
 """
 
+import dataclasses
 import datetime as dt
 import http.server
 import io
@@ -435,6 +436,23 @@ def test_refunds_beyond_the_payment_or_of_an_unknown_payment_fail(adapter):
     assert (too_much.status, too_much.failure_code, too_much.failure_msg) == ("failed", "36", "退货金额超限")
     assert (unknown.status, unknown.failure_code) == ("failed", "35")
     assert rest.status == RefundStatus.PENDING
+
+
+def test_a_refund_sent_again_answers_its_first_outcome_not_a_failure(adapter):
+    """UnionPay refuses a used orderId (12 重复交易) instead of deduplicating; paysys submits a
+    refund again when a task runs twice, so the repeat must report the refund, not fail it."""
+    out_trade_no, _, paid = paid_charge(adapter)
+    request = dataclasses.replace(
+        refund_request(out_trade_no, paid["queryId"], "2.34", ""), requested_at=timezone.now()
+    )
+    first = adapter.refund(request)
+
+    again = adapter.refund(request)
+    other = adapter.refund(dataclasses.replace(request, requested_at=request.requested_at - dt.timedelta(hours=1)))
+
+    assert first.status == RefundStatus.PENDING
+    assert (again.status, again.refund_no, again.amount) == (RefundStatus.SUCCEEDED, first.refund_no, request.amount)
+    assert (other.status, other.failure_code) == (RefundStatus.FAILED, "12")  # the orderId is another txnTime's
 
 
 def test_query_refund_of_an_unknown_refund_is_not_found(adapter):
@@ -869,6 +887,18 @@ def test_fault_5xx(adapter, credentials, operation):
         calls[operation]()
     assert (excinfo.value.code, excinfo.value.reached_provider) == ("http_503", True)
     calls[operation]()  # fired once: the next call goes through
+
+
+def test_a_5xx_armed_for_refund_is_not_spent_by_a_query(adapter, credentials):
+    """Regression: the sandbox used to spend a 5xx fault limited to one operation on any operation."""
+    out_trade_no, credential, paid = paid_charge(adapter)
+    set_fault("error_5xx", mer_id=credentials["mer_id"], params={"operations": ["refund"]}, remaining=1)
+
+    queried = adapter.query_payment(out_trade_no=out_trade_no, currency="CNY", requested_at=credential["txnTime"])
+    assert queried.status == PaymentStatus.SUCCEEDED
+    with pytest.raises(ChannelUnavailable):  # still armed: the refund it targets gets it
+        adapter.refund(refund_request(out_trade_no, paid["queryId"], "1.00", ""))
+    assert adapter.refund(refund_request(out_trade_no, paid["queryId"], "1.00", "")).status == RefundStatus.PENDING
 
 
 def test_fault_refund_never_notifies(adapter, credentials, receiver):

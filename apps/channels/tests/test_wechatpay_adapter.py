@@ -435,6 +435,19 @@ def test_fault_5xx_is_unavailable_and_nothing_happens(adapter, receiver, credent
     assert adapter.query_payment(out_trade_no="wx_5xx", currency="CNY").status == PaymentStatus.NOT_FOUND
 
 
+def test_a_5xx_armed_for_create_is_not_spent_by_other_operations(adapter, receiver, credentials, base_url):
+    """Regression: the sandbox used to spend a 5xx fault limited to one operation on any operation."""
+    existing = paid(adapter, receiver, "wx_5xx_other")
+    fault(base_url, credentials, "error_5xx", params={"operations": ["create"]}, remaining=1)
+
+    assert adapter.query_payment(out_trade_no="wx_5xx_other", currency="CNY").status == PaymentStatus.SUCCEEDED
+    refunded = adapter.refund(refund_request("wx_5xx_other", existing.transaction_no, "rf_5xx", receiver.url))
+    assert refunded.status == RefundStatus.PENDING
+    with pytest.raises(ChannelUnavailable):  # still armed: the create it targets gets it
+        adapter.create_payment(payment("wx_5xx_create", receiver.url))
+    adapter.create_payment(payment("wx_5xx_create", receiver.url))  # spent once: the retry goes through
+
+
 def test_fault_create_times_out_but_paid(base_url, credentials, receiver):
     adapter = make_adapter(base_url, credentials, timeout=1.0)
     fault(base_url, credentials, "create_timeout_paid", out_trade_no="wx_ctp", params={"seconds": 2})

@@ -9,6 +9,7 @@ from django.utils import timezone
 from apps.core import crypto
 from apps.sandbox import unionpay_protocol as proto
 from apps.sandbox import unionpay_services as services
+from apps.sandbox.faults import fault_set
 from apps.sandbox.models import UnionPayNotification, UnionPayTxn, UnionPayTxnStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -116,6 +117,36 @@ def test_a_notification_to_an_unreachable_back_url_is_sent_five_times(celery_eag
     assert notification.attempts == 5
     assert notification.delivered_at is None
     assert notification.fields["respCode"] == "00" and notification.fields["txnAmt"] == "500"
+
+
+def test_an_out_of_order_payment_notification_waits_until_a_refunds_notification_is_delivered(celery_eager, receiver):
+    """Regression: the held payment notification was released when the refund's notification was
+    created, so under load it could still go out first."""
+    merchant = services.unionpay_merchant_create().merchant
+    consume = _consume(merchant, back_url=receiver.url)
+    fault_set(provider="unionpay", kind="notify_out_of_order", merchant_ref=merchant.mer_id, remaining=1)
+    services.unionpay_consume_settle(txn=consume, succeed=True)
+    consume.refresh_from_db()
+
+    refund = services.unionpay_refund(
+        merchant=merchant, order_id=proto.random_digits(24), txn_time=proto.format_time(timezone.now()), txn_amt=100,
+        orig_qry_id=consume.query_id, back_url="http://127.0.0.1:9/notify", req_reserved="",
+    )  # fmt: skip
+
+    held = UnionPayNotification.objects.get(txn=consume)
+    refund_notification = UnionPayNotification.objects.get(txn=refund)
+    # the refund's notification has not got through: the payment's stays held
+    assert (held.held, held.attempts, refund_notification.delivered_at) == (True, 0, None)
+    assert receiver.requests == []
+
+    UnionPayNotification.objects.filter(pk=refund_notification.pk).update(back_url=receiver.url)
+    assert services.unionpay_notification_deliver(notification_id=refund_notification.pk) is True
+
+    held.refresh_from_db()
+    refund_notification.refresh_from_db()
+    assert (held.held, held.attempts) == (False, 1)
+    assert held.delivered_at > refund_notification.delivered_at
+    assert [r["form"]["txnType"] for r in receiver.requests] == ["04", "01"]
 
 
 def test_the_console_lists_merchants_and_transactions(live_server):
