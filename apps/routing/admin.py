@@ -90,8 +90,11 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Close the selected breakers (the account is healthy again)")
     def close_breakers(self, request, queryset):
-        queryset.update(state=BreakerState.CLOSED, changed_at=timezone.now(), reason="closed from the console")
-        selectors.routing_caches_clear()
+        # Every decision reads the breaker rows afresh: the next one sees this.
+        queryset.update(
+            state=BreakerState.CLOSED, changed_at=timezone.now(), reason="closed from the console", probes=0,
+            probe_until=None,
+        )  # fmt: skip
 
 
 @admin.register(DailyCounter)
