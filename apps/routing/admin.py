@@ -80,9 +80,9 @@ class CardBinAdmin(admin.ModelAdmin):
 
 @admin.register(CircuitBreaker)
 class CircuitBreakerAdmin(admin.ModelAdmin):
-    list_display = ["account", "state", "changed_at", "reason"]
+    list_display = ["account", "state", "changed_at", "reason", "probes", "probe_until"]
     list_filter = ["state"]
-    readonly_fields = ["account", "changed_at", "reason"]
+    readonly_fields = ["account", "changed_at", "reason", "probes", "probe_until"]
     actions = ["close_breakers"]
 
     def has_add_permission(self, request):

@@ -26,7 +26,7 @@ whatever the read here; breaker states are read fresh on every decision.
 import datetime as dt
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from django.conf import settings
@@ -88,20 +88,26 @@ class _Snapshot:
     candidates: list[Candidate]  # breakers closed: the breaker rows come with every decision's read
     ids: list[int]
     ids_literal: str  # the ids as a PostgreSQL array literal, the per-decision statement's parameter
-    with_breakers: tuple[dict[int, Breaker], list[Candidate]] | None = None
+    with_breakers: tuple[dict[int, Breaker], list[Candidate], dict[int, Candidate]] | None = None
+    by_id: dict[int, Candidate] = field(init=False, repr=False)
 
-    def for_breakers(self, breakers: dict[int, Breaker]) -> list[Candidate]:
-        """The candidates with these breaker states (the last answer is kept: they rarely move)."""
+    def __post_init__(self):
+        self.by_id = {c.account_id: c for c in self.candidates}
+
+    def for_breakers(self, breakers: dict[int, Breaker]) -> tuple[list[Candidate], dict[int, Candidate]]:
+        """The candidates with these breaker states, as a list and by id (the last answer is kept:
+        breakers rarely move)."""
         if not breakers:
-            return self.candidates
+            return self.candidates, self.by_id
         kept = self.with_breakers
         if kept is not None and kept[0] == breakers:
-            return kept[1]
+            return kept[1], kept[2]
         answer = [
             replace(c, breaker=breakers[c.account_id]) if c.account_id in breakers else c for c in self.candidates
         ]
-        self.with_breakers = (breakers, answer)
-        return answer
+        by_id = {c.account_id: c for c in answer}
+        self.with_breakers = (breakers, answer, by_id)
+        return answer, by_id
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,7 @@ class DecisionInputs:
     strategy: Strategy
     weights: Weights
     candidates: list[Candidate]
+    by_id: dict[int, Candidate]  # the same candidates by account id (shared: read only)
     stats: RoutingStats
 
 
@@ -262,14 +269,14 @@ def decision_inputs(*, app_id: int, livemode: bool, method: str, currency: str, 
     if counted is not None and live.last_call_id > after + CALLS_SINCE_SPAN:
         counted = None  # more calls since the last read than one statement scans: count afresh
     _put(_snapshots, key, snapshot)
-    candidates = snapshot.for_breakers(live.breakers)
+    candidates, by_id = snapshot.for_breakers(live.breakers)
     strategy, weights = route_config_for(app_id=app_id, method=method, version=live.version)
     stats = RoutingStats(
         recent=_recent_stats(key, snapshot, now),
         breaker=_breaker_stats(key, snapshot, candidates, live, counted, now),
         usage=live.usage,
     )
-    return DecisionInputs(strategy=strategy, weights=weights, candidates=candidates, stats=stats)
+    return DecisionInputs(strategy=strategy, weights=weights, candidates=candidates, by_id=by_id, stats=stats)
 
 
 def _config_version() -> int | None:

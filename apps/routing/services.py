@@ -235,7 +235,7 @@ class RoutePlan:
 
     request: RouteRequest
     decision: Decision
-    candidates: dict[int, Candidate]
+    candidates: dict[int, Candidate]  # by account id; shared with the routing cache: read only
     card: Card | None
     bank: str
     now: dt.datetime
@@ -271,7 +271,7 @@ def route_plan(
     return RoutePlan(
         request=request,
         decision=decision,
-        candidates={c.account_id: c for c in inputs.candidates},
+        candidates=inputs.by_id,
         card=card,
         bank=bank,
         now=now,
