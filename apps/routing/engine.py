@@ -13,6 +13,10 @@ The decision:
 3. The eligible candidates are ranked by the configured strategy; the ranking is the failover
    order (the first is the winner, the next is tried if it fails before the payer is involved).
 
+Only what the strategy ranks by is computed with the decision; the record of every candidate
+(`Decision.assessments`) is built when it is first read. Channel costs are memoised per process
+(`payment_cost`): a pure function's memo, keyed by everything it reads, so never stale.
+
 Composite score (documented weights, configurable per app and method): each component is scaled
 to [0, 1] over the eligible candidates, 1 the best, and the score is the weighted mean:
 - priority: 1 for the lowest priority number, 0 for the highest (all equal: 1);
@@ -347,7 +351,7 @@ def _first_failed_filter(
 
 
 _FEE_MEMO: dict[tuple, int] = {}
-_FEE_MEMO_SIZE = 100_000
+_FEE_MEMO_SIZE = 20_000  # a few MB at most
 
 
 def payment_cost(candidate: Candidate, request: RouteRequest) -> int:
