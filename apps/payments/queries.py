@@ -21,6 +21,7 @@ from apps.payments import exceptions as errors
 from apps.payments.due import schedule_next_query
 from apps.payments.models import OPEN_STATUSES, Charge, ChargeStatus
 from apps.payments.services import _audit, charge_apply_provider_result, charge_lock
+from apps.routing.services import route_release
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def charge_close_locally(*, charge_id: int, by: str, request_id: str, reversed_:
         charge.reversed = charge.reversed or reversed_
         charge.save()
         _audit(charge, source, by=by, request_id=request_id)
+        route_release(charge_id=charge.public_id)  # its daily-cap reservation, once
         order = order_lock(order_id=charge.order_id)
         open_charges = order.charges.filter(status__in=OPEN_STATUSES).count()
         order_close_if_unpayable(order=order, open_charges=open_charges, by=by, request_id=request_id)

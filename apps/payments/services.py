@@ -46,7 +46,7 @@ from apps.payments.due import query_delay
 from apps.payments.models import OPEN_STATUSES, Charge, ChargeException, ChargeStatus, ChargeTransition
 from apps.payments.wire import charge_to_wire
 from apps.routing.cards import card_from_extra
-from apps.routing.services import Route, failover_allowed, route_open
+from apps.routing.services import Route, failover_allowed, route_open, route_release
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,7 @@ def charge_fail(*, charge_id: int, failure_code: str, failure_msg: str, by: str,
         charge.fail(failure_code=failure_code, failure_msg=failure_msg)
         charge.save()
         _audit(charge, source, by=by, request_id=request_id)
+        route_release(charge_id=charge.public_id)  # its daily-cap reservation, once
     return charge
 
 
@@ -268,6 +269,7 @@ def charge_apply_provider_result(*, charge_id: int, result: PaymentResult, by: s
             charge.next_query_at = None
             charge.save()
             _audit(charge, source, by=by, request_id=request_id, detail={"provider_status": result.status})
+            route_release(charge_id=charge.public_id)  # its daily-cap reservation, once
             order = order_lock(order_id=charge.order_id)
             open_charges = order.charges.filter(status__in=OPEN_STATUSES).count()
             order_close_if_unpayable(order=order, open_charges=open_charges, by=by, request_id=request_id)

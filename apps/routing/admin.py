@@ -80,9 +80,9 @@ class CardBinAdmin(admin.ModelAdmin):
 
 @admin.register(CircuitBreaker)
 class CircuitBreakerAdmin(admin.ModelAdmin):
-    list_display = ["account", "state", "changed_at", "reason"]
+    list_display = ["account", "state", "changed_at", "reason", "probes", "probe_until"]
     list_filter = ["state"]
-    readonly_fields = ["account", "changed_at", "reason"]
+    readonly_fields = ["account", "changed_at", "reason", "probes", "probe_until"]
     actions = ["close_breakers"]
 
     def has_add_permission(self, request):
@@ -90,8 +90,11 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Close the selected breakers (the account is healthy again)")
     def close_breakers(self, request, queryset):
-        queryset.update(state=BreakerState.CLOSED, changed_at=timezone.now(), reason="closed from the console")
-        selectors.routing_caches_clear()
+        # Every decision reads the breaker rows afresh: the next one sees this.
+        queryset.update(
+            state=BreakerState.CLOSED, changed_at=timezone.now(), reason="closed from the console", probes=0,
+            probe_until=None,
+        )  # fmt: skip
 
 
 @admin.register(DailyCounter)

@@ -13,6 +13,10 @@ The decision:
 3. The eligible candidates are ranked by the configured strategy; the ranking is the failover
    order (the first is the winner, the next is tried if it fails before the payer is involved).
 
+Only what the strategy ranks by is computed with the decision; the record of every candidate
+(`Decision.assessments`) is built when it is first read. Channel costs are memoised per process
+(`payment_cost`): a pure function's memo, keyed by everything it reads, so never stale.
+
 Composite score (documented weights, configurable per app and method): each component is scaled
 to [0, 1] over the eligible candidates, 1 the best, and the score is the weighted mean:
 - priority: 1 for the lowest priority number, 0 for the highest (all equal: 1);
@@ -27,9 +31,10 @@ Success rate is smoothed so that an account with few calls is neither a hero nor
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from apps.channels.health import Stats
@@ -76,12 +81,14 @@ class BreakerState(enum.StrEnum):
 class BreakerConfig:
     """Opens when faults (timeouts included) are at least `error_rate` of at least `min_calls`
     calls in the last `window_seconds`; half-opens after `cooldown_seconds`; a success in
-    half-open closes it, a fault re-opens it."""
+    half-open closes it, a fault re-opens it. While half-open, at most `probes` charges at a time
+    are let through to try the account (the probe tokens are taken by `apps.routing.services`)."""
 
     window_seconds: int = 60
     min_calls: int = 5
     error_rate: float = 0.5
     cooldown_seconds: int = 30
+    probes: int = 1
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,12 @@ class FeePlanSnapshot:
     minimum: int | None = None
     maximum: int | None = None
     rounding: str = "ROUND_HALF_UP"
+
+    @cached_property
+    def key(self) -> tuple:
+        """The formula as a hashable value (the fee memo's key)."""
+        tiers = tuple(tuple(sorted(tier.items())) for tier in self.tiers)
+        return (self.rate, self.fixed, tiers, self.minimum, self.maximum, self.rounding)
 
 
 @dataclass(frozen=True)
@@ -190,10 +203,22 @@ class Assessment:
 
 @dataclass(frozen=True)
 class Decision:
+    """The ranking (the failover order) and the breaker transitions the decision implies.
+
+    `assessments` (every candidate with its removal reason, cost, success rate, latency, score and
+    breaker state, ranked ones first in ranking order) is what the decision record stores; it is
+    built on first use from the decision's own inputs, so a caller that only needs the ranking
+    does not pay for it, and its content is the same whenever it is built.
+    """
+
     strategy: Strategy
     ranking: tuple[int, ...]  # eligible account ids, the failover order
-    assessments: tuple[Assessment, ...]  # every candidate, ranked ones first in ranking order
     breaker_changes: Mapping[int, Breaker] = field(default_factory=dict)
+    _assess: Callable[[], tuple[Assessment, ...]] = field(default=tuple, repr=False, compare=False)
+
+    @cached_property
+    def assessments(self) -> tuple[Assessment, ...]:
+        return self._assess()
 
     @property
     def winner(self) -> int | None:
@@ -216,12 +241,33 @@ class Decision:
 
 
 def in_maintenance(candidate: Candidate, now: dt.datetime) -> bool:
-    if any(start <= now < end for start, end in candidate.maintenance):
-        return True
+    return _in_maintenance(candidate, now, _LocalClock(now))
+
+
+class _LocalClock:
+    """Local wall-clock time of one instant, per time zone, computed once per zone."""
+
+    __slots__ = ("_now", "_times")
+
+    def __init__(self, now: dt.datetime):
+        self._now = now
+        self._times: dict[str, dt.time] = {}
+
+    def time_in(self, zone: str) -> dt.time:
+        local = self._times.get(zone)
+        if local is None:
+            local = self._times[zone] = self._now.astimezone(ZoneInfo(zone)).time()
+        return local
+
+
+def _in_maintenance(candidate: Candidate, now: dt.datetime, clock: _LocalClock) -> bool:
+    for start, end in candidate.maintenance:
+        if start <= now < end:
+            return True
     if candidate.daily_maintenance is None:
         return False
     start, end = candidate.daily_maintenance
-    local = now.astimezone(ZoneInfo(candidate.local_zone)).time()
+    local = clock.time_in(candidate.local_zone)
     if start <= end:
         return start <= local < end
     return local >= start or local < end  # wraps midnight, e.g. 23:50–00:10
@@ -247,8 +293,29 @@ def breaker_step(breaker: Breaker, window: Stats, config: BreakerConfig, now: dt
     return breaker
 
 
+class ProbeOutcome(enum.StrEnum):
+    """How a charge let through a half-open breaker ended at the provider."""
+
+    OK = "ok"  # the provider accepted the payment
+    FAULT = "fault"  # not reached, 5xx, an invalid answer or a timeout
+    REFUSED = "refused"  # the provider answered and refused: the channel works, the probe proves nothing
+    NONE = "none"  # no call was made (the charge could not be opened)
+
+
+def breaker_after_probe(breaker: Breaker, outcome: ProbeOutcome, now: dt.datetime) -> Breaker:
+    """A half-open breaker's next state once one of its probe charges is over: closed after a
+    success, open again after a fault, unchanged otherwise (the next probe decides)."""
+    if breaker.state != BreakerState.HALF_OPEN:
+        return breaker
+    if outcome == ProbeOutcome.OK:
+        return Breaker(BreakerState.CLOSED, now, "probe succeeded")
+    if outcome == ProbeOutcome.FAULT:
+        return Breaker(BreakerState.OPEN, now, "probe failed")
+    return breaker
+
+
 def _first_failed_filter(
-    request: RouteRequest, c: Candidate, used: tuple[int, int], now: dt.datetime
+    request: RouteRequest, c: Candidate, used: tuple[int, int], now: dt.datetime, clock: _LocalClock
 ) -> tuple[Removed, str] | None:
     if c.livemode != request.livemode:
         return Removed.LIVEMODE, "live account for a test charge" if c.livemode else "sandbox account for a live charge"
@@ -275,7 +342,7 @@ def _first_failed_filter(
         return Removed.DAILY_AMOUNT, f"{used_amount} used + {request.amount} > {c.daily_amount_cap}"
     if c.daily_count_cap is not None and used_count + 1 > c.daily_count_cap:
         return Removed.DAILY_COUNT, f"{used_count} of {c.daily_count_cap} used"
-    if in_maintenance(c, now):
+    if (c.maintenance or c.daily_maintenance is not None) and _in_maintenance(c, now, clock):
         return Removed.MAINTENANCE, ""
     return None
 
@@ -283,11 +350,28 @@ def _first_failed_filter(
 # --- ranking ---------------------------------------------------------------------------------------
 
 
+_FEE_MEMO: dict[tuple, int] = {}
+_FEE_MEMO_SIZE = 20_000  # a few MB at most
+
+
 def payment_cost(candidate: Candidate, request: RouteRequest) -> int:
-    """The channel cost in minor units under the account's fee plan (0 without one, as the ledger)."""
-    return fee_compute(
-        plan=candidate.fee_plan, amount=request.amount, currency=request.currency, volume=candidate.fee_volume
-    )
+    """The channel cost in minor units under the account's fee plan (0 without one, as the ledger).
+
+    Memoised per process on (formula, last month's volume, amount, currency): `fee_compute` is a
+    pure function of those, so an entry is never stale and needs no invalidation; the memo is
+    emptied when it reaches `_FEE_MEMO_SIZE` entries.
+    """
+    plan = candidate.fee_plan
+    if plan is None:
+        return fee_compute(plan=None, amount=request.amount, currency=request.currency)
+    key = (plan.key, candidate.fee_volume, request.amount, request.currency)
+    cost = _FEE_MEMO.get(key)
+    if cost is None:
+        cost = fee_compute(plan=plan, amount=request.amount, currency=request.currency, volume=candidate.fee_volume)
+        if len(_FEE_MEMO) >= _FEE_MEMO_SIZE:
+            _FEE_MEMO.clear()
+        _FEE_MEMO[key] = cost
+    return cost
 
 
 def smoothed_success(stats: Stats | None) -> float:
@@ -346,52 +430,75 @@ def _rank(request: RouteRequest, eligible: list[Candidate], costs, rates, latenc
     return ranked, scores
 
 
+NOT_SERVING = frozenset({Removed.LIVEMODE, Removed.METHOD, Removed.CURRENCY})
+BY_COST = frozenset({Strategy.LOWEST_COST, Strategy.COMPOSITE})
+BY_SUCCESS = frozenset({Strategy.SUCCESS_RATE, Strategy.COMPOSITE})
+NO_STATS = Stats()
+
+
 def decide(request: RouteRequest, candidates: Iterable[Candidate], stats: RoutingStats, now: dt.datetime) -> Decision:
-    """Filters, steps the breakers and ranks: the routing decision for one payment (pure)."""
+    """Filters, steps the breakers and ranks: the routing decision for one payment (pure).
+
+    Only what the strategy ranks by is computed here (costs for `lowest_cost` and `composite`,
+    success rates for `success_rate` and `composite`, latencies for `composite`); the rest of the
+    record (`Decision.assessments`) is built when it is first read.
+    """
     eligible: list[Candidate] = []
     removed: dict[int, tuple[Removed, str]] = {}
-    breakers: dict[int, Breaker] = {}
     changes: dict[int, Breaker] = {}
-    ordered = list(candidates)
+    ordered = candidates if isinstance(candidates, list | tuple) else list(candidates)
+    clock = _LocalClock(now)
+    usage, breaker_stats = stats.usage, stats.breaker
     for c in ordered:
-        failed = _first_failed_filter(request, c, stats.usage.get(c.account_id, NO_USAGE), now)
+        account_id = c.account_id
+        failed = _first_failed_filter(request, c, usage.get(account_id, NO_USAGE), now, clock)
         breaker = c.breaker
-        if failed is None or failed[0] not in (Removed.LIVEMODE, Removed.METHOD, Removed.CURRENCY):
-            breaker = breaker_step(c.breaker, stats.breaker.get(c.account_id) or Stats(), c.breaker_config, now)
-            if breaker != c.breaker:
-                changes[c.account_id] = breaker
-        breakers[c.account_id] = breaker
+        if failed is None or failed[0] not in NOT_SERVING:
+            breaker = breaker_step(breaker, breaker_stats.get(account_id) or NO_STATS, c.breaker_config, now)
+            if breaker is not c.breaker:
+                changes[account_id] = breaker
         if failed is None and breaker.state == BreakerState.OPEN:
             failed = Removed.CIRCUIT_OPEN, breaker.reason
         if failed is None:
             eligible.append(c)
         else:
-            removed[c.account_id] = failed
-    costs = {c.account_id: payment_cost(c, request) for c in eligible}
-    rates = {c.account_id: smoothed_success(stats.recent.get(c.account_id)) for c in eligible}
-    latencies = {c.account_id: getattr(stats.recent.get(c.account_id), "p50_ms", None) for c in eligible}
+            removed[account_id] = failed
+    strategy = request.strategy
+    recent = stats.recent
+    costs = {c.account_id: payment_cost(c, request) for c in eligible} if strategy in BY_COST else {}
+    rates = (
+        {c.account_id: smoothed_success(recent.get(c.account_id)) for c in eligible} if strategy in BY_SUCCESS else {}
+    )
+    latencies = (
+        {c.account_id: getattr(recent.get(c.account_id), "p50_ms", None) for c in eligible}
+        if strategy == Strategy.COMPOSITE
+        else {}
+    )
     ranked, scores = _rank(request, eligible, costs, rates, latencies)
 
-    def assess(c: Candidate) -> Assessment:
-        recent = stats.recent.get(c.account_id)
-        reason, detail = removed.get(c.account_id, (None, ""))
-        return Assessment(
-            account_id=c.account_id,
-            name=c.name,
-            removed=reason,
-            detail=detail,
-            cost=costs.get(c.account_id),
-            success_rate=recent.success_rate if recent else None,
-            p50_ms=recent.p50_ms if recent else None,
-            score=scores.get(c.account_id),
-            breaker=breakers[c.account_id].state,
-        )
+    def assessments() -> tuple[Assessment, ...]:
+        def assess(c: Candidate) -> Assessment:
+            account_id = c.account_id
+            seen = recent.get(account_id)
+            reason, detail = removed.get(account_id, (None, ""))
+            return Assessment(
+                account_id=account_id,
+                name=c.name,
+                removed=reason,
+                detail=detail,
+                cost=payment_cost(c, request) if reason is None else None,
+                success_rate=seen.success_rate if seen else None,
+                p50_ms=seen.p50_ms if seen else None,
+                score=scores.get(account_id),
+                breaker=changes.get(account_id, c.breaker).state,
+            )
 
-    ranked_ids = tuple(c.account_id for c in ranked)
-    rest = [c for c in ordered if c.account_id in removed]
+        rest = [c for c in ordered if c.account_id in removed]
+        return tuple(assess(c) for c in [*ranked, *rest])
+
     return Decision(
-        strategy=request.strategy,
-        ranking=ranked_ids,
-        assessments=tuple(assess(c) for c in [*ranked, *rest]),
+        strategy=strategy,
+        ranking=tuple(c.account_id for c in ranked),
         breaker_changes=changes,
+        _assess=assessments,
     )

@@ -6,6 +6,7 @@ one cap per currency: the counter is per account, day and currency).
 """
 
 from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -42,6 +43,11 @@ class RoutingPolicy(models.Model):
     breaker_min_calls = models.PositiveIntegerField(default=5)
     breaker_error_rate = models.DecimalField(max_digits=4, decimal_places=3, default="0.500")
     breaker_cooldown_seconds = models.PositiveIntegerField(default=30)
+    breaker_probes = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="half-open: how many charges at a time may try the account before the breaker closes",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -53,6 +59,7 @@ class RoutingPolicy(models.Model):
                 | Q(min_amount__lte=models.F("max_amount")),
                 name="routing_policy_min_le_max",
             ),
+            models.CheckConstraint(condition=Q(breaker_probes__gte=1), name="routing_policy_probes_positive"),
         ]
 
     def __str__(self) -> str:
@@ -138,12 +145,19 @@ class DailyCounter(models.Model):
 
 
 class CircuitBreaker(models.Model):
-    """The persisted breaker state of an account (absent: closed)."""
+    """The persisted breaker state of an account (absent: closed).
+
+    While half-open, `probes` counts the charges trying the account now (at most the policy's
+    `breaker_probes`); `probe_until` ends their lease, so a process that died mid-probe does not
+    block the next probe for longer than that.
+    """
 
     account = models.OneToOneField(ChannelAccount, on_delete=models.CASCADE, related_name="circuit_breaker")
     state = models.CharField(max_length=12, choices=[(s.value, s.value) for s in BreakerState], default="closed")
     changed_at = models.DateTimeField()
     reason = models.CharField(max_length=200, blank=True)
+    probes = models.PositiveIntegerField(default=0)
+    probe_until = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.account}: {self.state}"
@@ -170,8 +184,38 @@ class RoutingDecision(models.Model):
     candidates = models.JSONField(default=list)
     attempts = models.JSONField(default=list)
     winner = models.ForeignKey(ChannelAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # The daily-cap reservation the charge holds now (account and local day; `amount`/`currency`
+    # above): cleared when it is given back. `released_at`: the charge closed or failed unpaid and
+    # its reservation was given back (once); no reservation is taken for it afterwards.
+    reserved_account = models.ForeignKey(
+        ChannelAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reserved_day = models.DateField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(reserved_account__isnull=True, reserved_day__isnull=True)
+                | Q(reserved_account__isnull=False, reserved_day__isnull=False),
+                name="routing_decision_reservation_whole",
+            )
+        ]
+
     def __str__(self) -> str:
         return f"routing of {self.charge_id}"
+
+
+class ConfigVersion(models.Model):
+    """One row (id 1) whose `version` changes in the same transaction as any edit of what routing
+    caches per process: accounts, policies and their allowed apps, maintenance windows, route
+    configs and fee plans (statement triggers, migration 0003). A decision reads it with the
+    day's usage and rebuilds its cached configuration when it differs (docs/routing.md)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    version = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"routing configuration version {self.version}"

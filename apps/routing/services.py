@@ -11,11 +11,18 @@ How payments uses it (`apps.payments.services.charge_create`):
     route.attempt_failed(exc) → route.next_account()   # failover before the payer is involved
     route.attempt_succeeded() | route.attempt_unknown(exc)
 
+and, in the transaction that closes or fails a charge unpaid: `route_release(charge_id=…)`.
+
 Daily caps are exact under concurrency: one statement reserves, and only while the cap holds:
 `INSERT … ON CONFLICT (account, day, currency) DO UPDATE SET amount = amount + x, count = count + 1
 WHERE amount + x <= cap AND count + 1 <= count_cap RETURNING …`. The row lock taken by the upsert
 serialises concurrent reservations on the same account and day; no row comes back when the cap
-would be passed. A failed attempt releases its reservation.
+would be passed. The reservation is given back once: by a failed attempt, or when the charge
+closes or fails unpaid (the decision record holds it, see `route_release`). A timeout keeps it.
+
+A half-open breaker admits at most `breaker_probes` charges at a time: each takes a probe token
+(`probe_take`, one conditional UPDATE on the breaker row) and its outcome closes or re-opens the
+breaker (`probe_end`). Lock order: decision record, breaker, counter.
 """
 
 import datetime as dt
@@ -26,19 +33,30 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from moneyed import Money
 
-from apps.channels.adapters.base import ChannelFailure, ChannelUnavailable
+from apps.channels.adapters.base import ChannelFailure, ChannelRejected, ChannelUnavailable
 from apps.channels.models import ChannelAccount
 from apps.core.money import to_minor
 from apps.merchants.models import App
 from apps.routing import selectors
 from apps.routing.cards import Card
-from apps.routing.engine import Breaker, Candidate, Decision, RouteRequest, decide
+from apps.routing.engine import (
+    Breaker,
+    BreakerConfig,
+    BreakerState,
+    Candidate,
+    Decision,
+    ProbeOutcome,
+    RouteRequest,
+    breaker_after_probe,
+    decide,
+)
 from apps.routing.models import CardBin, CircuitBreaker, DailyCounter, RoutingDecision
 
 logger = logging.getLogger(__name__)
@@ -88,16 +106,124 @@ def daily_release(*, account_id: int, day: dt.date, currency: str, amount: int) 
 # --- breakers -----------------------------------------------------------------------------------
 
 
-def breakers_save(*, changes: dict[int, Breaker]) -> None:
-    """Persists breaker transitions decided by the engine (last writer wins: they agree)."""
-    for account_id, breaker in changes.items():
-        CircuitBreaker.objects.update_or_create(
-            account_id=account_id,
-            defaults={"state": breaker.state, "changed_at": breaker.changed_at, "reason": breaker.reason[:200]},
+def breakers_save(*, changes: dict[int, tuple[Breaker, Breaker]]) -> bool:
+    """Persists breaker transitions decided by the engine, each `(from, to)` only while the row
+    still holds `from` (compare-and-set; no row is a closed breaker). Returns False when another
+    process moved a breaker first: the decision was made on a state that no longer holds."""
+    applied = True
+    for account_id, (before, after) in changes.items():
+        if _breaker_move(account_id=account_id, before=before, after=after):
+            logger.warning("routing: breaker of account %s now %s (%s)", account_id, after.state, after.reason)
+        else:
+            applied = False
+    return applied
+
+
+def _breaker_move(*, account_id: int, before: Breaker, after: Breaker) -> bool:
+    table = CircuitBreaker._meta.db_table
+    params = {
+        "account": account_id,
+        "state": str(after.state),
+        "changed_at": after.changed_at,
+        "reason": after.reason[:200],
+        "was": str(before.state),
+        "was_at": before.changed_at,
+    }
+    if before.changed_at is None:  # never persisted: closed
+        sql = (
+            f"INSERT INTO {table} (account_id, state, changed_at, reason, probes) "
+            "VALUES (%(account)s, %(state)s, %(changed_at)s, %(reason)s, 0) ON CONFLICT (account_id) DO NOTHING"
         )
-        logger.warning("routing: breaker of account %s now %s (%s)", account_id, breaker.state, breaker.reason)
-    if changes:
-        selectors.routing_caches_clear()
+    else:
+        sql = (
+            f"UPDATE {table} SET state = %(state)s, changed_at = %(changed_at)s, reason = %(reason)s, "
+            "probes = 0, probe_until = NULL "
+            "WHERE account_id = %(account)s AND state = %(was)s AND changed_at = %(was_at)s"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+def _probe_lease(config: BreakerConfig) -> float:
+    """How long a probe holds its token at most: a charge that died mid-probe stops blocking the
+    next one after this (the cool-down, and at least two provider timeouts)."""
+    return max(float(config.cooldown_seconds), 2 * float(settings.PAYSYS_CHANNEL_TIMEOUT_SECONDS))
+
+
+def probe_take(*, account_id: int, breaker: Breaker, config: BreakerConfig, now: dt.datetime) -> bool:
+    """Takes one of the half-open breaker's probe tokens (at most `config.probes` at a time), only
+    while the row is still that half-open breaker. Atomic: concurrent takers serialise on the row."""
+    sql = (
+        f"UPDATE {CircuitBreaker._meta.db_table} SET "
+        "probes = CASE WHEN probe_until IS NULL OR probe_until <= %(now)s THEN 1 ELSE probes + 1 END, "
+        "probe_until = %(until)s "
+        "WHERE account_id = %(account)s AND state = %(half_open)s AND changed_at = %(changed_at)s "
+        "AND (probe_until IS NULL OR probe_until <= %(now)s OR probes < %(limit)s)"
+    )
+    params = {
+        "account": account_id,
+        "half_open": str(BreakerState.HALF_OPEN),
+        "changed_at": breaker.changed_at,
+        "now": now,
+        "until": now + dt.timedelta(seconds=_probe_lease(config)),
+        "limit": config.probes,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+def probe_end(*, account_id: int, breaker: Breaker, outcome: ProbeOutcome) -> None:
+    """A probe charge is over: the breaker closes (success) or opens again (fault), else its token
+    is given back. Nothing happens if the breaker has moved on meanwhile."""
+    after = breaker_after_probe(breaker, outcome, timezone.now())
+    if after is not breaker:
+        if _breaker_move(account_id=account_id, before=breaker, after=after):
+            logger.warning("routing: breaker of account %s now %s (%s)", account_id, after.state, after.reason)
+        return
+    CircuitBreaker.objects.filter(account_id=account_id, state=breaker.state, changed_at=breaker.changed_at).update(
+        probes=Greatest(F("probes") - 1, Value(0))
+    )
+
+
+# --- reservations held by a decision record ----------------------------------------------------
+
+
+def _reservation_give_back(*, closing: bool, **where) -> bool:
+    """Gives back the daily-cap reservation held by the decision record matching `where`, once:
+    the record is locked and its reservation cleared in the same transaction as the counter
+    update. `closing` also marks the record released (no reservation is taken for it again).
+    Returns whether a reservation was given back."""
+    with transaction.atomic():
+        row = (
+            RoutingDecision.objects.select_for_update()
+            .filter(**where)
+            .values_list("pk", "reserved_account_id", "reserved_day", "currency", "amount")
+            .first()
+        )
+        if row is None:
+            return False
+        pk, account_id, day, currency, amount = row
+        changes = {"reserved_account": None, "reserved_day": None}
+        if closing:
+            changes["released_at"] = timezone.now()
+        RoutingDecision.objects.filter(pk=pk).update(**changes)
+        if account_id is None:
+            return False
+        daily_release(account_id=account_id, day=day, currency=currency, amount=amount)
+        return True
+
+
+def route_release(*, charge_id: str) -> bool:
+    """A charge closed or failed unpaid: gives its daily-cap reservation (amount and count) back to
+    the account's day, exactly once, whoever calls it and however often.
+
+    Call it inside the transaction that closes or fails the charge, so that the release commits
+    or rolls back with it. A charge whose attempt already gave its reservation back (failover,
+    refusal) releases nothing more. Returns whether a reservation was given back.
+    """
+    return _reservation_give_back(closing=True, charge_id=charge_id, released_at__isnull=True)
 
 
 # --- the route of one charge ---------------------------------------------------------------------
@@ -109,10 +235,14 @@ class RoutePlan:
 
     request: RouteRequest
     decision: Decision
-    candidates: dict[int, Candidate]
+    candidates: dict[int, Candidate]  # by account id; shared with the routing cache: read only
     card: Card | None
     bank: str
     now: dt.datetime
+
+    def breaker(self, account_id: int) -> Breaker:
+        """The account's breaker as the decision left it."""
+        return self.decision.breaker_changes.get(account_id, self.candidates[account_id].breaker)
 
 
 def route_plan(
@@ -125,9 +255,7 @@ def route_plan(
     if card is not None:
         row = selectors.bin_lookup(digits=card.number)
         bank = row.bank if row else ""
-    strategy, weights = selectors.route_config_for(app_id=app_id, method=method)
-    candidates, usage = selectors.candidate_accounts(livemode=livemode, method=method, currency=currency, now=now)
-    stats = selectors.routing_stats(candidates=candidates, usage=usage, now=now)
+    inputs = selectors.decision_inputs(app_id=app_id, livemode=livemode, method=method, currency=currency, now=now)
     request = RouteRequest(
         app_id=app_id,
         livemode=livemode,
@@ -135,25 +263,30 @@ def route_plan(
         currency=currency,
         amount=to_minor(amount),
         bank=bank or None,
-        strategy=strategy,
-        weights=weights,
+        strategy=inputs.strategy,
+        weights=inputs.weights,
         draw=random.random() if draw is None else draw,
     )
-    decision = decide(request, candidates, stats, now)
+    decision = decide(request, inputs.candidates, inputs.stats, now)
     return RoutePlan(
         request=request,
         decision=decision,
-        candidates={c.account_id: c for c in candidates},
+        candidates=inputs.by_id,
         card=card,
         bank=bank,
         now=now,
     )
 
 
+def _probe_outcome(exc: BaseException) -> ProbeOutcome:
+    return ProbeOutcome.REFUSED if isinstance(exc, ChannelRejected) else ProbeOutcome.FAULT
+
+
 @dataclass
 class Route:
-    """One charge's routing: hands out accounts in ranking order, reserving each one's daily usage,
-    and records every attempt in the decision record once the charge exists."""
+    """One charge's routing: hands out accounts in ranking order, reserving each one's daily usage
+    (and a probe token when its breaker is half-open), and records every attempt in the decision
+    record once the charge exists."""
 
     plan: RoutePlan
     app: App
@@ -163,6 +296,7 @@ class Route:
     charge_id: str = ""
     _cursor: int = 0
     _record_id: int | None = None
+    _probing: Breaker | None = None  # the half-open breaker whose probe token the current attempt holds
 
     @property
     def decision(self) -> Decision:
@@ -182,31 +316,73 @@ class Route:
         )
 
     def next_account(self) -> ChannelAccount | None:
-        """The next ranked account whose daily caps still admit this payment, reserved; else None."""
-        request = self.plan.request
-        day = selectors.local_day(self.plan.now)
+        """The next ranked account that admits this payment now, reserved; else None.
+
+        Reserved means: today's usage (the daily caps, exact) and, when its breaker is half-open,
+        one of its probe tokens. Once the decision record exists, the reservation is written on it
+        in the same transaction; a charge that was closed meanwhile gets no new account.
+        """
         ranking = self.decision.ranking
         while self._cursor < len(ranking):
             account_id = ranking[self._cursor]
             self._cursor += 1
-            c = self.plan.candidates[account_id]
-            if daily_reserve(
-                account_id=account_id,
-                day=day,
-                currency=request.currency,
-                amount=request.amount,
-                amount_cap=c.daily_amount_cap,
-                count_cap=c.daily_count_cap,
-            ):
-                self.current = account_id
-                # Read afresh (not from the routing cache): credentials and URL as they are now.
-                return ChannelAccount.objects.select_related("routing_policy").get(pk=account_id)
-            self._attempt(account_id, "skipped", "daily_cap_reached")  # taken concurrently since the read
+            with transaction.atomic():
+                if self._record_id is not None and not self._record_open():
+                    return None
+                skipped = self._reserve(account_id)
+                if skipped:
+                    self._attempt(account_id, "skipped", skipped)
+                    continue
+            self.current = account_id
+            # Read afresh (not from the routing cache): credentials and URL as they are now.
+            return ChannelAccount.objects.select_related("routing_policy").get(pk=account_id)
         self.current = None
         return None
 
+    def _record_open(self) -> bool:
+        """Locks the decision record (the lock order: record, breaker, counter); False once the
+        charge has been closed or failed."""
+        released = (
+            RoutingDecision.objects.select_for_update()
+            .filter(pk=self._record_id)
+            .values_list("released_at", flat=True)
+            .first()
+        )
+        return released is None
+
+    def _reserve(self, account_id: int) -> str:
+        """Reserves the account for this payment; the reason it was skipped, or "" when reserved."""
+        request, c = self.plan.request, self.plan.candidates[account_id]
+        breaker = self.plan.breaker(account_id)
+        probing = breaker.state == BreakerState.HALF_OPEN
+        if probing and not probe_take(
+            account_id=account_id, breaker=breaker, config=c.breaker_config, now=timezone.now()
+        ):
+            return "breaker_probing"  # the probe tokens are taken (or the breaker moved on)
+        day = selectors.local_day(self.plan.now)
+        reserved = daily_reserve(
+            account_id=account_id,
+            day=day,
+            currency=request.currency,
+            amount=request.amount,
+            amount_cap=c.daily_amount_cap,
+            count_cap=c.daily_count_cap,
+        )
+        if not reserved:
+            if probing:
+                probe_end(account_id=account_id, breaker=breaker, outcome=ProbeOutcome.NONE)
+            return "daily_cap_reached"  # taken concurrently since the read
+        self._probing = breaker if probing else None
+        if self._record_id is not None:
+            RoutingDecision.objects.filter(pk=self._record_id).update(reserved_account_id=account_id, reserved_day=day)
+        return ""
+
     def _release(self) -> None:
+        """Gives back the current account's reservation (through the record once it exists)."""
         if self.current is None:
+            return
+        if self._record_id is not None:
+            _reservation_give_back(closing=False, pk=self._record_id, reserved_account_id=self.current)
             return
         request = self.plan.request
         daily_release(
@@ -216,13 +392,21 @@ class Route:
             amount=request.amount,
         )
 
+    def _probe_over(self, outcome: ProbeOutcome) -> None:
+        if self._probing is not None and self.current is not None:
+            probe_end(account_id=self.current, breaker=self._probing, outcome=outcome)
+        self._probing = None
+
     def abandon(self) -> None:
-        """The charge could not be opened: give the reservation back."""
+        """The charge could not be opened (its transaction rolled back, the record with it): give
+        the reservation and any probe token back."""
+        self._record_id = None
         self._release()
+        self._probe_over(ProbeOutcome.NONE)
         self.current = None
 
     def bind(self, *, charge_id: str) -> RoutingDecision:
-        """Stores the decision record for the charge now that it exists."""
+        """Stores the decision record for the charge now that it exists, with its reservation."""
         self.charge_id = charge_id
         self._attempt(self.current, "chosen")
         plan, card = self.plan, self.plan.card
@@ -241,6 +425,8 @@ class Route:
             candidates=[a.as_dict() for a in plan.decision.assessments],
             attempts=self.attempts,
             winner_id=self.current,
+            reserved_account_id=self.current,
+            reserved_day=selectors.local_day(plan.now),
             request_id=self.request_id,
         )
         self._record_id = record.pk
@@ -255,28 +441,35 @@ class Route:
         code = exc.code if isinstance(exc, ChannelFailure) and exc.code else type(exc).__name__
         failed = self.current
         self._release()
+        self._probe_over(_probe_outcome(exc))
         self._attempt(failed, "failed", code)
         self.current = None
         self._save(winner_id=failed)
-        selectors.routing_caches_clear()  # the call log has news: read it on the next decision
 
     def attempt_succeeded(self) -> None:
+        self._probe_over(ProbeOutcome.OK)
         self._attempt(self.current, "ok")
         self._save(winner_id=self.current)
 
     def attempt_unknown(self, exc: BaseException) -> None:
         """A timeout: the reservation stays (the payment may exist); the query settles it."""
         code = exc.code if isinstance(exc, ChannelFailure) and exc.code else type(exc).__name__
+        self._probe_over(ProbeOutcome.FAULT)
         self._attempt(self.current, "unknown", code)
         self._save(winner_id=self.current)
 
 
 def route_open(*, app: App, livemode: bool, method: str, amount: Money, card: Card | None, request_id: str) -> Route:
-    """Decides where a charge goes and persists any breaker transition the decision implied."""
-    plan = route_plan(app_id=app.pk, livemode=livemode, method=method, amount=amount, card=card)
-    if plan.decision.breaker_changes:
-        with transaction.atomic():
-            breakers_save(changes=dict(plan.decision.breaker_changes))
+    """Decides where a charge goes and persists the breaker transitions the decision implied. If
+    another process moved one of those breakers first, decides again on the state it left."""
+    for _ in range(3):
+        plan = route_plan(app_id=app.pk, livemode=livemode, method=method, amount=amount, card=card)
+        changes = {
+            account_id: (plan.candidates[account_id].breaker, after)
+            for account_id, after in plan.decision.breaker_changes.items()
+        }
+        if not changes or breakers_save(changes=changes):
+            break
     return Route(plan=plan, app=app, request_id=request_id)
 
 

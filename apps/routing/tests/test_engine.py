@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.channels.health import Stats
+from apps.ledger.fees import fee_compute
 from apps.routing.engine import (
     Breaker,
     BreakerConfig,
@@ -288,3 +289,32 @@ def test_the_composite_score_follows_its_documented_weights():
     assert decision.assessment(1).score == pytest.approx(0.1 + 0.4 + 0.4 * 59 / 110 + 0.05)
     assert decision.assessment(2).score == pytest.approx(0.1 + 0.4 * 108 / 110 + 0.05)
     assert decision.ranking == (1, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(fee_plans, min_size=1, max_size=4),
+    st.lists(st.integers(1, 500_000), min_size=1, max_size=6),
+    st.sampled_from([0, 2_000_000]),
+)
+def test_the_memoised_cost_is_always_fee_compute(plans, amounts, volume):
+    """The memo is keyed by everything fee_compute reads: a plan edited under the same account id
+    (a new snapshot) never gets the old plan's cost, and repeats give the same answer."""
+    for amount in [*amounts, *amounts]:
+        request = RouteRequest(app_id=1, livemode=False, method="alipay_qr", currency="CNY", amount=amount)
+        for plan in plans:
+            candidate = base(fee_plan=plan, fee_volume=volume)
+            expected = fee_compute(plan=plan, amount=amount, currency="CNY", volume=volume)
+            assert payment_cost(candidate, request) == expected
+
+
+def test_the_record_is_built_on_first_use_from_the_decisions_own_inputs():
+    pool = [base(account_id=1, fee_plan=FeePlanSnapshot(rate=Decimal("0.006"))), base(account_id=2, enabled=False)]
+    decision = decide(REQUEST, pool, RoutingStats(recent={1: Stats(calls=10, ok=9, p50_ms=50.0)}), NOW)
+    assert "assessments" not in decision.__dict__  # priority strategy: nothing built yet
+    first = decision.assessments
+    assert decision.assessments is first
+    assert [(a.account_id, a.removed, a.cost, a.success_rate, a.p50_ms) for a in first] == [
+        (1, None, 6, 0.9, 50.0),
+        (2, Removed.DISABLED, None, None, None),
+    ]
