@@ -275,7 +275,6 @@ def main(argv: list[str]) -> int:
         for name, default in [
             ("PAYSYS_ROUTING_CACHE_SECONDS", 2.0),
             ("PAYSYS_ROUTING_STATS_SECONDS", 10.0),
-            ("PAYSYS_ROUTING_PREPARED", True),
         ]
     }
     if args.gc_freeze:

@@ -3,7 +3,8 @@ statistics, route configs and the BIN table.
 
 What a decision reads (`decision_inputs`; docs/routing.md, "Caching and freshness"):
 
-- One statement on every decision (`_LIVE_SQL`, prepared once per database connection): the
+- One statement on every decision (`_LIVE_SQL`; psycopg prepares it on each connection after a few
+  runs, see `DB_PREPARE_THRESHOLD` in settings): the
   configuration version, the newest call-log id, today's usage of every candidate, their breaker
   rows, and the calls each candidate made since the cached breaker-window counts were taken.
 - Cached per process:
@@ -24,7 +25,6 @@ whatever the read here; breaker states are read fresh on every decision.
 """
 
 import datetime as dt
-import re
 import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -181,44 +181,12 @@ class _Live:
     calls_since: dict[int, Stats]  # calls logged after the `after` id passed in
 
 
-class _Prepared:
-    """A statement prepared once per database session (`PREPARE name (types) AS …`) and run with
-    `EXECUTE`: it is parsed and planned once per connection instead of on every call. Prepared
-    statements survive a rollback; a new connection prepares again.
-    `PAYSYS_ROUTING_PREPARED = False` runs the statement as is (a pooler in transaction mode that
-    cannot keep session state, e.g. PgBouncer before 1.21)."""
-
-    def __init__(self, name: str, sql: str):
-        self.name = name
-        self.sql = sql
-        self.params = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
-        positions = {p: i + 1 for i, p in enumerate(self.params)}
-        self.body = re.sub(r"%\((\w+)\)s", lambda m: f"${positions[m.group(1)]}", sql)
-        self.execute_sql = f"EXECUTE {name} ({', '.join(f'%({p})s' for p in self.params)})"
-
-    def execute(self, cursor, params: dict) -> None:
-        if not getattr(settings, "PAYSYS_ROUTING_PREPARED", True):
-            cursor.execute(self.sql, params)
-            return
-        session = connection.connection  # the driver's connection: one per database session
-        prepared = getattr(session, "paysys_prepared", None)
-        if prepared is None:
-            prepared = session.paysys_prepared = set()
-        if self.name not in prepared:
-            cursor.execute(f"PREPARE {self.name} AS {self.body}")
-            prepared.add(self.name)
-        cursor.execute(self.execute_sql, params)
-
-
-_LIVE = _Prepared("paysys_routing_live", _LIVE_SQL)
-
-
 def _live_read(*, ids: str, day: dt.date, currency: str, after: int) -> _Live:
     """`ids`: the candidates' ids as an array literal (`{1,2,3}`), built once per snapshot."""
     upto = min(after + CALLS_SINCE_SPAN, NO_CALLS_AFTER)
     params = {"day": day, "currency": currency, "ids": ids, "after": after, "upto": upto}
     with connection.cursor() as cursor:
-        _LIVE.execute(cursor, params)
+        cursor.execute(_LIVE_SQL, params)
         rows = cursor.fetchall()
     version, last_call_id = None, 0
     usage: dict[int, tuple[int, int]] = {}
