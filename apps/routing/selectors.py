@@ -88,6 +88,7 @@ class _Snapshot:
     candidates: list[Candidate]  # breakers closed: the breaker rows come with every decision's read
     ids: list[int]
     ids_literal: str  # the ids as a PostgreSQL array literal, the per-decision statement's parameter
+    accounts: dict[int, ChannelAccount]  # as loaded at `version` (routing policy joined): read only
     with_breakers: tuple[dict[int, Breaker], list[Candidate], dict[int, Candidate]] | None = None
     by_id: dict[int, Candidate] = field(init=False, repr=False)
 
@@ -214,6 +215,7 @@ class DecisionInputs:
     candidates: list[Candidate]
     by_id: dict[int, Candidate]  # the same candidates by account id (shared: read only)
     stats: RoutingStats
+    accounts: dict[int, ChannelAccount]  # the candidates' accounts as configured (shared: read only)
 
 
 def decision_inputs(*, app_id: int, livemode: bool, method: str, currency: str, now: dt.datetime) -> DecisionInputs:
@@ -244,7 +246,9 @@ def decision_inputs(*, app_id: int, livemode: bool, method: str, currency: str, 
         breaker=_breaker_stats(key, snapshot, candidates, live, counted, now),
         usage=live.usage,
     )
-    return DecisionInputs(strategy=strategy, weights=weights, candidates=candidates, by_id=by_id, stats=stats)
+    return DecisionInputs(
+        strategy=strategy, weights=weights, candidates=candidates, by_id=by_id, stats=stats, accounts=snapshot.accounts
+    )
 
 
 def _config_version() -> int | None:
@@ -320,10 +324,11 @@ def _recent_stats(key: tuple, snapshot: _Snapshot, now: dt.datetime) -> dict[int
 
 def _snapshot_load(*, key: tuple, version: int | None, day: dt.date, now: dt.datetime) -> _Snapshot:
     livemode, method, currency = key
-    candidates = _candidates_load(livemode=livemode, method=method, currency=currency, now=now)
+    accounts = _accounts_load(livemode=livemode, method=method, currency=currency)
+    candidates = _candidates_load(accounts=accounts, currency=currency, now=now)
     ids = [c.account_id for c in candidates]
     literal = "{" + ",".join(str(i) for i in ids) + "}"
-    return _Snapshot(version=version, day=day, candidates=candidates, ids=ids, ids_literal=literal)
+    return _Snapshot(version=version, day=day, candidates=candidates, ids=ids, ids_literal=literal, accounts=accounts)
 
 
 def _snapshot(account: ChannelAccount, policy: RoutingPolicy | None, **extra) -> Candidate:
@@ -361,15 +366,19 @@ def _snapshot(account: ChannelAccount, policy: RoutingPolicy | None, **extra) ->
     return Candidate(**fields)
 
 
-def _candidates_load(*, livemode: bool, method: str, currency: str, now: dt.datetime) -> list[Candidate]:
+def _accounts_load(*, livemode: bool, method: str, currency: str) -> dict[int, ChannelAccount]:
     """Every account of this mode serving the method and currency (disabled ones too, so that a
-    decision can say why they were not used), as engine candidates with closed breakers."""
-    accounts = {
+    decision can say why they were not used), with its routing policy."""
+    return {
         a.pk: a
         for a in ChannelAccount.objects.filter(
             livemode=livemode, methods__contains=[method], currencies__contains=[currency]
         ).select_related("routing_policy")
     }
+
+
+def _candidates_load(*, accounts: dict[int, ChannelAccount], currency: str, now: dt.datetime) -> list[Candidate]:
+    """The accounts as engine candidates with closed breakers."""
     ids = list(accounts)
     windows: dict[int, list] = {}
     for w in MaintenanceWindow.objects.filter(account_id__in=ids, ends_at__gt=now).order_by("starts_at"):
@@ -410,7 +419,7 @@ def _candidates_load(*, livemode: bool, method: str, currency: str, now: dt.date
                     owner_type=FeePlanOwner.CHANNEL_ACCOUNT,
                     owner_id=account_id,
                     currency=currency,
-                    livemode=livemode,
+                    livemode=account.livemode,
                     month_of=local_day(now),
                 )
         candidates.append(

@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,6 +237,7 @@ class RoutePlan:
     request: RouteRequest
     decision: Decision
     candidates: dict[int, Candidate]  # by account id; shared with the routing cache: read only
+    accounts: dict[int, ChannelAccount]  # the candidates' accounts (routing policy joined): read only
     card: Card | None
     bank: str
     now: dt.datetime
@@ -272,6 +274,7 @@ def route_plan(
         request=request,
         decision=decision,
         candidates=inputs.by_id,
+        accounts=inputs.accounts,
         card=card,
         bank=bank,
         now=now,
@@ -326,7 +329,9 @@ class Route:
         while self._cursor < len(ranking):
             account_id = ranking[self._cursor]
             self._cursor += 1
-            with transaction.atomic():
+            # One statement (the first account, breaker not half-open) needs no transaction of its own.
+            several = self._record_id is not None or self.plan.breaker(account_id).state == BreakerState.HALF_OPEN
+            with transaction.atomic() if several else nullcontext():
                 if self._record_id is not None and not self._record_open():
                     return None
                 skipped = self._reserve(account_id)
@@ -334,8 +339,9 @@ class Route:
                     self._attempt(account_id, "skipped", skipped)
                     continue
             self.current = account_id
-            # Read afresh (not from the routing cache): credentials and URL as they are now.
-            return ChannelAccount.objects.select_related("routing_policy").get(pk=account_id)
+            # As configured at the version this decision read (any edit of an account or its
+            # policy moves the version, and the next decision reloads): no read of its own.
+            return self.plan.accounts[account_id]
         self.current = None
         return None
 
