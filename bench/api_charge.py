@@ -156,8 +156,8 @@ class Server:
 
 
 def gunicorn_cmd(config: GunicornConfig, port: int, name: str) -> list[str]:
-    cmd = [PY, "-m", "gunicorn", "paysys.wsgi:application", "--bind", f"127.0.0.1:{port}", "--name", name,
-           "--worker-class", config.worker_class, "--workers", str(config.workers), "--graceful-timeout", "10",
+    cmd = [PY, "-m", "gunicorn", "--config", "python:paysys.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+           "--name", name, "--worker-class", config.worker_class, "--workers", str(config.workers),
            "--backlog", "2048"]  # fmt: skip
     if config.worker_class == "gthread":
         cmd += ["--threads", str(config.threads)]

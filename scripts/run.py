@@ -175,9 +175,7 @@ def main() -> int:
         if not run_step(name, cmd, env, required=required):
             return 0
 
-    gunicorn = [PY, "-m", "gunicorn", "paysys.wsgi:application",
-                "--worker-class", "gthread", "--workers", "2", "--threads", "8",
-                "--graceful-timeout", "10"]  # fmt: skip
+    gunicorn = [PY, "-m", "gunicorn", "--config", "python:paysys.gunicorn_conf"]
     specs = [
         ("api", [*gunicorn, "--bind", f"127.0.0.1:{port}", "--name", "paysys-api"]),
         ("sandbox", [*gunicorn, "--bind", f"127.0.0.1:{sandbox_port}", "--name", "paysys-sandbox"]),
