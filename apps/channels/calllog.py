@@ -169,6 +169,7 @@ class LoggedAdapter(ChannelAdapter):
     methods = property(lambda self: self._adapter.methods)
     currencies = property(lambda self: self._adapter.currencies)
     refunds_notify = property(lambda self: self._adapter.refunds_notify)
+    closes_payments = property(lambda self: self._adapter.closes_payments)
     account = property(lambda self: self._adapter.account)
 
     def _logged(self, operation: str, method, /, *args, **kwargs):

@@ -48,5 +48,9 @@ class ChargeAlreadyPaid(InvalidRequest):
     default_code = "charge_paid"
 
 
+class ChargeNotReversible(InvalidRequest):
+    default_code = "charge_not_reversible"
+
+
 class ChargeNotHeld(InvalidRequest):
     default_code = "charge_not_held"

@@ -97,6 +97,12 @@ def charge_reverse(*, charge: Charge, request_id: str) -> Charge:
         raise errors.ChargeAlreadyPaid(f"Charge {charge.public_id} is paid: refund it instead of reversing it.")
     if charge.status not in OPEN_STATUSES:
         return charge
+    if not adapter_for(charge.channel_account).closes_payments and timezone.now() < charge.time_expire:
+        # Closed here, the payment would stay payable at the provider: the payer could still pay.
+        raise errors.ChargeNotReversible(
+            f"{charge.channel} has no way to close a payment before it expires: charge {charge.public_id} "
+            f"stays payable until its time_expire ({int(charge.time_expire.timestamp())}) and closes then."
+        )
     closed = charge_expire(charge_id=charge.pk, request_id=request_id, by="reverse")
     if closed.status == ChargeStatus.SUCCEEDED:
         raise errors.ChargeAlreadyPaid(f"Charge {charge.public_id} was paid before it could be reversed.")

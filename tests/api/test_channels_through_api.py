@@ -14,8 +14,8 @@ from django.core.management import call_command
 from apps.channels.services import channel_account_upsert
 from apps.events.models import Event
 from apps.orders.models import Order, OrderStatus
-from apps.payments.models import Charge, ChargeStatus, Refund, RefundStatus
-from tests.support import charge_payload
+from apps.payments.models import Charge, ChargeStatus, ChargeTransition, Refund, RefundStatus
+from tests.support import assert_error, charge_payload
 
 pytestmark = pytest.mark.usefixtures("celery_eager")
 
@@ -86,3 +86,23 @@ def test_a_charge_is_paid_notified_and_refunded(api, merchant, wechatpay, unionp
     assert Order.objects.get(pk=charge.order_id).status == OrderStatus.PARTIALLY_REFUNDED
     assert sorted(Event.objects.values_list("type", flat=True)) == ["charge.succeeded", "refund.succeeded"]
     call_command("ledger_check")
+
+
+def test_a_unionpay_charge_is_not_reversed_while_the_payer_can_still_pay(api, merchant, unionpay):
+    """UnionPay has no close: a consume stays payable until its payTimeout (the charge's time_expire).
+    Closing the charge before that would leave the payer able to pay a closed charge."""
+    created = api.post("/v1/charges", charge_payload(merchant, order_no="upreverse01", channel="upacp_pc",
+                                                     extra={"result_url": "https://shop.example/result"}))  # fmt: skip
+    assert created.status_code == 200, created.content
+    charge_id = created.json()["id"]
+    transitions = ChargeTransition.objects.filter(charge__public_id=charge_id).count()
+
+    response = api.post(f"/v1/charges/{charge_id}/reverse", {})
+
+    assert_error(response, 400, code="charge_not_reversible")
+    charge = Charge.objects.get(public_id=charge_id)
+    assert (charge.status, charge.reversed) == (ChargeStatus.PENDING, False)
+    assert ChargeTransition.objects.filter(charge=charge).count() == transitions
+    pay_unionpay(created.json()["credential"]["upacp_pc"])  # and the payer still can: a normal payment
+    charge.refresh_from_db()
+    assert (charge.status, charge.exception) == (ChargeStatus.SUCCEEDED, "")

@@ -181,6 +181,8 @@ class ChannelAdapter(abc.ABC):
     methods: frozenset[str]
     currencies: frozenset[str]
     refunds_notify: bool
+    # False when the provider has no close: an unpaid payment stays payable until its expiry.
+    closes_payments: bool = True
 
     def __init__(self, account: AccountConfig):
         self.account = account

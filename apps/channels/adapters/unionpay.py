@@ -145,6 +145,7 @@ class UnionPayAdapter(ChannelAdapter):
     methods = frozenset(CHANNEL_TYPES)
     currencies = frozenset({"CNY"})
     refunds_notify = True
+    closes_payments = False  # a front consume dies only at its payTimeout (the charge's time_expire)
 
     # --- plumbing ------------------------------------------------------------------------------
 
