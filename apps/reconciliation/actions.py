@@ -25,7 +25,7 @@ from apps.payments.models import Charge, Refund
 from apps.payments.refunds import refund_apply_provider_result
 from apps.payments.services import charge_apply_provider_result
 from apps.reconciliation.exceptions import ActionNotAllowed
-from apps.reconciliation.models import Discrepancy, DiscrepancyAction, DiscrepancyKind, DiscrepancyStatus, net
+from apps.reconciliation.models import Discrepancy, DiscrepancyAction, DiscrepancyKind, DiscrepancyStatus
 from apps.reconciliation.services import clearing_post
 
 OPEN_STATES = (DiscrepancyStatus.OPEN, DiscrepancyStatus.INVESTIGATING)
@@ -116,14 +116,17 @@ def discrepancy_correct_local(*, discrepancy_id: int, by: str, request_id: str =
         source = d.status
         detail = {"provider": _jsonable(result), "local_status": local.status}
         agrees = (
-            local.status == "succeeded" and d.kind == DiscrepancyKind.STATUS_MISMATCH and d.bill_kind == d.local_kind
+            local.status == "succeeded"
+            and d.kind == DiscrepancyKind.STATUS_MISMATCH
+            and d.bill_kind == d.local_kind
+            and d.bill_status in ("succeeded", "")
         )
         if agrees and d.status in OPEN_STATES:
             d.local_status = local.status
             d.resolve(resolution=f"local state corrected from the provider's answer by {by}")
             d.save()
             clearing_post(
-                account=d.account, currency=d.currency, net=net(d.bill_kind, d.bill_amount, d.bill_fee),
+                account=d.account, currency=d.currency, net=d.bill_net,
                 reference=f"discrepancy:{d.pk}", description=f"resolved discrepancy {d.pk}",
             )  # fmt: skip
         elif d.status == DiscrepancyStatus.OPEN:
@@ -177,7 +180,7 @@ def discrepancy_write_off_approve(*, discrepancy_id: int, checker: str) -> Discr
     d.write_off(resolution=f"written off to suspense ({adjustment.public_id}) by {checker}")
     d.save()
     clearing_post(
-        account=d.account, currency=d.currency, net=net(d.bill_kind, d.bill_amount, d.bill_fee),
+        account=d.account, currency=d.currency, net=d.bill_net,
         reference=f"discrepancy:{d.pk}", description=f"written-off discrepancy {d.pk}",
     )  # fmt: skip
     _audit(d, "write_off_approve", source, by=checker, detail={"adjustment": adjustment.public_id})

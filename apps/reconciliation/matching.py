@@ -63,7 +63,8 @@ def _bill_side_sql() -> str:
     charge_fee = _minor_sql("COALESCE(c.channel_fee, 0)", "c.amount_currency")
     refund_amount = _minor_sql("r.amount", "r.amount_currency")
     return f"""
-        SELECT b.kind AS bill_kind, b.ref, b.trade_no, b.currency, b.amount AS bill_amount, b.fee AS bill_fee,
+        SELECT b.kind AS bill_kind, b.status AS bill_status, b.ref, b.trade_no, b.currency, b.amount AS bill_amount,
+               b.fee AS bill_fee,
                CASE WHEN c.id IS NOT NULL THEN 'payment' WHEN r.id IS NOT NULL THEN 'refund' END AS local_kind,
                COALESCE(c.status, r.status) AS local_status,
                CASE WHEN c.id IS NOT NULL THEN {charge_amount} ELSE {refund_amount} END AS local_amount,
@@ -143,17 +144,19 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResu
                                           WHERE x.bill_id = own_n.nbill AND x.ref = own_n.ref) THEN 'matched_elsewhere'
                             ELSE 'channel_missing' END AS class,
                        own_n.kind AS item_kind, own_n.ref, ''::text AS trade_no, own_n.currency,
-                       NULL::text AS bill_kind, NULL::bigint AS bill_amount, NULL::bigint AS bill_fee,
+                       NULL::text AS bill_kind, NULL::text AS bill_status, NULL::bigint AS bill_amount,
+                       NULL::bigint AS bill_fee,
                        own_n.kind AS local_kind, own_n.status AS local_status, own_n.amount AS local_amount,
                        own_n.fee AS local_fee, own_n.neighbour_day
                   FROM own_n
             )
             SELECT CASE WHEN local_kind IS NULL THEN 'local_missing'
-                        WHEN local_kind <> bill_kind OR local_status <> 'succeeded' THEN 'status_mismatch'
+                        WHEN local_kind <> bill_kind OR local_status <> 'succeeded' OR bill_status <> 'succeeded'
+                             THEN 'status_mismatch'
                         WHEN local_amount <> bill_amount THEN 'amount_mismatch'
                         WHEN local_fee <> bill_fee THEN 'fee_mismatch'
                         ELSE 'matched' END AS class,
-                   bill_kind AS item_kind, ref, trade_no, currency, bill_kind, bill_amount, bill_fee,
+                   bill_kind AS item_kind, ref, trade_no, currency, bill_kind, bill_status, bill_amount, bill_fee,
                    local_kind, local_status, local_amount, local_fee, NULL::date AS neighbour_day
               FROM bill_side
             UNION ALL
@@ -167,10 +170,11 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResu
         cursor.execute(
             """
             INSERT INTO reconciliation_discrepancy
-                (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, bill_amount, bill_fee,
-                 local_kind, local_status, local_amount, local_fee, status, run_id, resolution, created_at)
+                (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, bill_status, bill_amount,
+                 bill_fee, local_kind, local_status, local_amount, local_fee, status, run_id, resolution, created_at)
             SELECT %(account)s, %(day)s, class, item_kind, ref, trade_no, currency, COALESCE(bill_kind, ''),
-                   bill_amount, bill_fee, COALESCE(local_kind, ''), COALESCE(local_status, ''), local_amount,
+                   COALESCE(bill_status, ''), bill_amount, bill_fee, COALESCE(local_kind, ''),
+                   COALESCE(local_status, ''), local_amount,
                    local_fee, 'open', %(run)s, '', now()
               FROM recon_result WHERE class = ANY(%(classes)s)
             ON CONFLICT (account_id, day, kind, item_kind, ref) DO NOTHING
@@ -193,10 +197,12 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResu
                    sum(CASE WHEN class = 'matched'
                             THEN CASE bill_kind WHEN 'payment' THEN bill_amount - bill_fee
                                                 ELSE -(bill_amount - bill_fee) END ELSE 0 END),
-                   sum(CASE bill_kind WHEN 'payment' THEN bill_amount WHEN 'refund' THEN -bill_amount ELSE 0 END),
-                   sum(CASE bill_kind WHEN 'payment' THEN bill_fee WHEN 'refund' THEN -bill_fee ELSE 0 END),
-                   sum(CASE WHEN bill_kind IS NOT NULL AND local_kind IS NOT NULL
-                            THEN CASE local_kind WHEN 'payment' THEN local_fee ELSE -local_fee END ELSE 0 END)
+                   sum(CASE bill_kind WHEN 'payment' THEN bill_amount ELSE -bill_amount END)
+                       FILTER (WHERE bill_status = 'succeeded'),
+                   sum(CASE bill_kind WHEN 'payment' THEN bill_fee ELSE -bill_fee END)
+                       FILTER (WHERE bill_status = 'succeeded'),
+                   sum(CASE local_kind WHEN 'payment' THEN local_fee ELSE -local_fee END)
+                       FILTER (WHERE bill_status = 'succeeded' AND local_kind IS NOT NULL)
               FROM recon_result GROUP BY currency ORDER BY count(*) DESC
             """
         )
@@ -232,10 +238,10 @@ def holds_settle(*, account_id: int, day: date, run_id: int) -> int:
             ),
             expired AS (
                 INSERT INTO reconciliation_discrepancy
-                    (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, local_kind, local_status,
-                     local_amount, local_fee, status, run_id, resolution, created_at)
-                SELECT %(account)s, day, 'channel_missing', kind, ref, '', currency, '', kind, 'succeeded', amount, fee,
-                       'open', %(run)s, '', now()
+                    (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, bill_status, local_kind,
+                     local_status, local_amount, local_fee, status, run_id, resolution, created_at)
+                SELECT %(account)s, day, 'channel_missing', kind, ref, '', currency, '', '', kind, 'succeeded', amount,
+                       fee, 'open', %(run)s, '', now()
                   FROM due WHERE NOT found
                 ON CONFLICT (account_id, day, kind, item_kind, ref) DO NOTHING
             )

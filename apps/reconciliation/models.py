@@ -63,12 +63,13 @@ class BillFileSource(models.TextChoices):
 
 
 class BillFile(models.Model):
-    """A raw bill file as received, kept under VAR_DIR/bills/<sha256>; never processed twice."""
+    """A raw bill file as received for one account and day, kept under VAR_DIR/bills/<sha256>;
+    the same file for the same account and day is never processed twice."""
 
     account = models.ForeignKey(ChannelAccount, on_delete=models.PROTECT, related_name="+")
     day = models.DateField()
     file_name = models.CharField(max_length=255)
-    sha256 = models.CharField(max_length=64, unique=True)
+    sha256 = models.CharField(max_length=64)
     size = models.BigIntegerField()
     source = models.CharField(max_length=16, choices=BillFileSource.choices)
     status = models.CharField(max_length=16, choices=BillFileStatus.choices, default=BillFileStatus.STORED)
@@ -78,7 +79,7 @@ class BillFile(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["account", "day"], name="recon_billfile_day")]
+        constraints = [models.UniqueConstraint(fields=["account", "day", "sha256"], name="recon_billfile_once")]
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.status})"
@@ -201,6 +202,9 @@ class Discrepancy(ConcurrentTransitionMixin, models.Model):
     trade_no = models.CharField(max_length=64, blank=True, default="")
     currency = models.CharField(max_length=3)
     bill_kind = models.CharField(max_length=8, blank=True, default="")
+    bill_status = models.CharField(
+        max_length=16, blank=True, default="", help_text="succeeded, or what else the bill says"
+    )
     bill_amount = models.BigIntegerField(null=True, blank=True)
     bill_fee = models.BigIntegerField(null=True, blank=True)
     local_kind = models.CharField(max_length=8, blank=True, default="")
@@ -227,9 +231,14 @@ class Discrepancy(ConcurrentTransitionMixin, models.Model):
         return f"{self.kind} {self.ref} ({self.status})"
 
     @property
+    def bill_net(self) -> int:
+        """What the channel settles for the item by its bill: nothing for a line it says did not succeed."""
+        return net(self.bill_kind if self.bill_status in ("succeeded", "") else "", self.bill_amount, self.bill_fee)
+
+    @property
     def difference(self) -> int:
         """What the channel's net says minus what paysys's net says (minor units, signed)."""
-        return net(self.bill_kind, self.bill_amount, self.bill_fee) - net(
+        return self.bill_net - net(
             self.local_kind if self.local_status in ("succeeded", "") else "", self.local_amount, self.local_fee
         )
 

@@ -441,8 +441,8 @@ class AlipayAdapter(ChannelAdapter):
             member = _bill_detail_member(archive)
             with archive.open(member) as raw:
                 yield from _bill_lines(io.TextIOWrapper(raw, encoding="gbk", newline=""), self.account.id)
-        except BillInvalid:
-            raise
+        except BillInvalid as exc:
+            raise BillInvalid(f"alipay bill: {exc}") from exc.__cause__
         except (zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError, EOFError, OSError, csv.Error) as exc:
             raise BillInvalid(f"alipay bill unreadable: {exc!r}") from exc
         except Exception as exc:  # zlib.error and other decompressor failures on a damaged member
@@ -533,6 +533,7 @@ BILL_COLUMNS = {
     "refund_no": "退款批次号/请求号",
     "fee": "服务费（元）",
 }
+SUCCEEDED = PaymentStatus.SUCCEEDED.value  # the trade bill lists only what succeeded (交易 and 退款)
 _UTF8_NAME_FLAG = 0x800
 _CNY = get_currency("CNY")
 
@@ -619,10 +620,10 @@ def _bill_lines(text, account_id: int) -> Iterator[BillLine]:
         kind_text = row[i_kind]
         try:
             if kind_text == "交易":
-                kind, status, out_refund_no = payment, "TRADE_SUCCESS", ""
+                kind, status, out_refund_no = payment, SUCCEEDED, ""
                 amount = money[row[i_order]]
             elif kind_text == "退款":
-                kind, status, out_refund_no = refund, "REFUND_SUCCESS", row[i_refund].strip()
+                kind, status, out_refund_no = refund, SUCCEEDED, row[i_refund].strip()
                 amount = money[row[i_received]]
             else:
                 continue

@@ -78,6 +78,7 @@ FILE_HOSTS = {  # the file host beside UnionPay's own gateways (acpsdk.fileTrans
     "gateway.95516.com": "https://filedownload.95516.com/",
     "gateway.test.95516.com": "https://filedownload.test.95516.com/",
 }
+CANCEL = "31"  # 消费撤销: a consume reversed in full on its day
 ZM_NAME = re.compile(r"INN(\d{6})88ZM_\w+$")
 ZM_WIDTHS = (3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2, 4, 32, 1, 21, 15, 1, 15,
              32, 13, 13, 8, 32, 13, 13, 12, 2, 1, 32, 98)  # fmt: skip
@@ -526,7 +527,12 @@ class UnionPayAdapter(ChannelAdapter):
         return answer.get("fileName") or f"{self.mer_id}_{bill_date.strftime('%Y%m%d')}.zip"
 
     def parse_bill(self, source: BinaryIO) -> Iterator[BillLine]:
-        """Streams the ZM file's lines (GBK, fixed width, `\\r\\n`) out of the downloaded zip."""
+        """Streams the ZM file's lines (GBK, fixed width, `\\r\\n`) out of the downloaded zip.
+
+        Consumes (txnType 01) are payments and refunds (04) refunds, both succeeded: the file lists
+        only what settled. A cancel (31, 消费撤销) is the original consume's payment line with status
+        `closed`. Other transaction types are not paysys's and are skipped.
+        """
         try:
             archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -562,8 +568,8 @@ class UnionPayAdapter(ChannelAdapter):
                 raise BillInvalid(f"unionpay ZM line {number} is not GBK") from exc
 
         txn_type = field(19)
-        if txn_type not in ID_PREFIXES:
-            return None  # other transaction kinds (e.g. cancellations) are not paysys's
+        if txn_type not in ID_PREFIXES and txn_type != CANCEL:
+            return None  # other transaction kinds (pre-authorisations …) are not paysys's
         try:
             amount = from_minor(int(field(6)), "CNY")
             fee_text = field(15)
@@ -579,9 +585,17 @@ class UnionPayAdapter(ChannelAdapter):
             "account_id": self.account.id,
             "amount": amount,
             "fee": fee,
-            "status": "succeeded",
+            "status": PaymentStatus.SUCCEEDED.value,
             "occurred_at": occurred_at,
         }
+        orig_order_id = field(40) if len(line) >= ZM_OFFSETS[40] + 1 else ""
+        if txn_type == CANCEL:  # the channel reversed a consume: its payment line says closed
+            if not orig_order_id:
+                raise BillInvalid(f"unionpay ZM line {number}: a cancel without its original orderId")
+            common["status"] = PaymentStatus.CLOSED.value
+            return BillLine(
+                trade_no=field(26), out_trade_no=paysys_id_for(orig_order_id, "01"), kind=BillLineKind.PAYMENT, **common
+            )
         if txn_type == "01":
             return BillLine(
                 trade_no=field(9),
@@ -589,7 +603,6 @@ class UnionPayAdapter(ChannelAdapter):
                 kind=BillLineKind.PAYMENT,
                 **common,
             )
-        orig_order_id = field(40) if len(line) >= ZM_OFFSETS[40] + 1 else ""
         return BillLine(
             trade_no=field(26),
             out_trade_no=paysys_id_for(orig_order_id, "01") if orig_order_id else "",

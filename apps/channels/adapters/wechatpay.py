@@ -25,6 +25,7 @@ from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import requests
+from django.utils import timezone
 from moneyed import Money
 from requests.structures import CaseInsensitiveDict
 from wechatpayv3 import WeChatPay, WeChatPayType
@@ -77,11 +78,21 @@ REFUND_STATUSES = {
 }
 
 REFUND_EVENTS = {"REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"}
-BILL_NOT_READY = {"NO_STATEMENT_EXIST", "STATEMENT_CREATING"}
+NO_STATEMENT = "NO_STATEMENT_EXIST"  # after the bill time: the merchant had no trade that day
+BILL_NOT_READY = {NO_STATEMENT, "STATEMENT_CREATING"}
 UNAVAILABLE_STATUSES = {429}
 
 BILL_DETAIL_FIRST_COLUMN = "交易时间"
 BILL_SUMMARY_FIRST_COLUMN = "总交易单数"
+# A day without any trade has no statement (NO_STATEMENT_EXIST): it is stored as the ALL bill
+# WeChat would write with no rows (PROVIDERS.md B4), so that every day has a bill to reconcile.
+EMPTY_BILL = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
+    "应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"
+    "手续费,费率,订单金额,申请退款金额,费率备注\r\n"
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n"
+    "`0,`0.00,`0.00,`0.00,`0.00000,`0.00,`0.00\r\n"
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -478,10 +489,19 @@ class WechatpayAdapter(ChannelAdapter):
     # --- bills ---------------------------------------------------------------------------------
 
     def download_bill(self, *, bill_date: date, dest: BinaryIO) -> str:
-        """The day's ALL trade bill, gzip as WeChat serves it, checked against its SHA-1."""
+        """The day's ALL trade bill, gzip as WeChat serves it, checked against its SHA-1.
+
+        NO_STATEMENT_EXIST for a day that is over means the merchant had no trade that day: the
+        empty ALL bill is written (callers ask after the bill time). STATEMENT_CREATING, or no
+        statement for today or later, is BillNotReady.
+        """
         status, body = self._call("trade_bill", bill_date=bill_date.isoformat(), bill_type="ALL", tar_type="GZIP")
-        if status == 400 and self._error_code(body) in BILL_NOT_READY:
-            raise BillNotReady(f"wechatpay has no bill for {bill_date}", code=self._error_code(body))
+        code = self._error_code(body) if status == 400 else ""
+        if code == NO_STATEMENT and bill_date < timezone.now().astimezone(WECHAT_TZ).date():
+            dest.write(EMPTY_BILL.encode("utf-8"))
+            return f"wechatpay_{self.mchid}_{bill_date:%Y%m%d}_ALL_no_trade.csv"
+        if code in BILL_NOT_READY:
+            raise BillNotReady(f"wechatpay has no bill for {bill_date}", code=code)
         document = self._ok(status, body)
         url = self._field(document, "download_url")
         gateway = self._client()._core._gate_way
@@ -507,9 +527,10 @@ class WechatpayAdapter(ChannelAdapter):
     def parse_bill(self, source: BinaryIO) -> Iterator[BillLine]:
         """Streams the lines of an ALL trade bill (gzip or plain UTF-8 text).
 
-        Payment rows (交易状态 SUCCESS …) give `amount` = 订单金额; refund rows (a 商户退款单号)
-        give `amount` = 退款金额 and `status` = 退款状态. The summary row's count and totals are
-        checked against the rows read: a file that ends early or disagrees is BillInvalid.
+        Payment rows give `amount` = 订单金额 and `status` from 交易状态 (SUCCESS → succeeded,
+        REVOKED → closed …); refund rows (a 商户退款单号) give `amount` = 退款金额 and `status` from
+        退款状态 (SUCCESS → succeeded, PROCESSING → pending …). The summary row's count and totals
+        are checked against the rows read: a file that ends early or disagrees is BillInvalid.
         """
         head = source.read(2)
         stream = io.BufferedReader(_Prefixed(head, source))
@@ -579,10 +600,10 @@ class WechatpayAdapter(ChannelAdapter):
             raise BillInvalid(f"wechatpay bill line {number}: unreadable 交易时间") from exc
         if is_refund:
             amount = self._amount(row.get("退款金额", ""), currency, number)
-            status = row.get("退款状态") or row.get("交易状态", "")
+            status = _bill_status(REFUND_STATUSES, row.get("退款状态") or "")
         else:
             amount = self._amount(row.get("订单金额") or row.get("应结订单金额", ""), currency, number)
-            status = row.get("交易状态", "")
+            status = _bill_status(TRADE_STATES, row.get("交易状态", ""))
         return BillLine(
             provider=self.provider,
             account_id=self.account.id,
@@ -605,6 +626,12 @@ class WechatpayAdapter(ChannelAdapter):
             raise BillInvalid("wechatpay bill summary unreadable") from exc
         if stated != (count, settled, refunded):
             raise BillInvalid(f"wechatpay bill summary {stated} disagrees with its rows {(count, settled, refunded)}")
+
+
+def _bill_status(statuses: dict, text: str) -> str:
+    """A bill row's state in paysys's words (the query answers' mapping); unknown ones lower-cased."""
+    known = statuses.get(text)
+    return known.value if known is not None else text.lower()
 
 
 class _Prefixed(io.RawIOBase):

@@ -607,7 +607,7 @@ def bill_line(kind, trade_no, out_trade_no, amount, fee, at, out_refund_no="") -
     return BillLine(
         provider="alipay", account_id=1, trade_no=trade_no, out_trade_no=out_trade_no, kind=kind,
         amount=Money(amount, "CNY"), fee=Money(fee, "CNY"),
-        status="TRADE_SUCCESS" if kind == BillLineKind.PAYMENT else "REFUND_SUCCESS", occurred_at=at,
+        status="succeeded", occurred_at=at,
         out_refund_no=out_refund_no,
     )  # fmt: skip
 
@@ -821,7 +821,7 @@ def test_a_refund_that_never_notifies(adapter, client, credentials, receiver):
         ("bill_altered_line", {"field": "fee", "delta": 3},
          lambda lines: [dataclasses.replace(lines[0], fee=Money("0.08", "CNY")), *lines[1:]]),
         ("bill_altered_line", {"field": "status"},
-         lambda lines: [dataclasses.replace(lines[0], kind=BillLineKind.REFUND, status="REFUND_SUCCESS"),
+         lambda lines: [dataclasses.replace(lines[0], kind=BillLineKind.REFUND),
                         *lines[1:]]),
     ],
     ids=["missing", "altered-amount", "altered-fee", "altered-status"],

@@ -888,12 +888,16 @@ def test_fault_refund_never_notifies(adapter, credentials, receiver):
     assert result.status == RefundStatus.SUCCEEDED
 
 
-@pytest.mark.parametrize("kind", ["bill_missing_line", "bill_extra_line", "bill_altered_line", "bill_altered_fee"])
+@pytest.mark.parametrize(
+    "kind", ["bill_missing_line", "bill_extra_line", "bill_altered_line", "bill_altered_fee", "bill_altered_status"]
+)
 def test_fault_bill_lines(adapter, credentials, kind):
     first, _, _ = paid_charge(adapter, amount="10.00")
     second, _, second_paid = paid_charge(adapter, amount="20.00")
-    params = {"field": "fee", "delta": 5} if kind == "bill_altered_fee" else {"delta": 100, "amount": 700}
-    set_fault(kind.replace("_fee", "_line"), mer_id=credentials["mer_id"],
+    params = {"delta": 100, "amount": 700}
+    if kind in ("bill_altered_fee", "bill_altered_status"):
+        params = {"field": kind.rsplit("_", 1)[1], "delta": 5}
+    set_fault(kind.replace("_fee", "_line").replace("_status", "_line"), mer_id=credentials["mer_id"],
               order_id="" if kind == "bill_extra_line" else second_paid["orderId"], params=params)  # fmt: skip
     dest = io.BytesIO()
     adapter.download_bill(bill_date=_today(), dest=dest)
@@ -909,5 +913,10 @@ def test_fault_bill_lines(adapter, credentials, kind):
         assert len(extra) == 1 and lines[extra.pop()].amount == Money("7.00", "CNY")
     elif kind == "bill_altered_line":
         assert lines[second].amount == Money("21.00", "CNY")
+    elif kind == "bill_altered_status":  # listed as cancelled (消费撤销) instead of settled
+        assert (lines[second].kind, lines[second].status, lines[second].amount) == (
+            BillLineKind.PAYMENT, "closed", Money("20.00", "CNY"),
+        )  # fmt: skip
+        assert lines[first].status == "succeeded"
     else:
         assert (lines[second].amount, lines[second].fee) == (Money("20.00", "CNY"), Money("0.17", "CNY"))

@@ -376,9 +376,9 @@ def test_bill_download_and_parse(adapter, receiver, credentials):
     assert rows[1].startswith("`") and rows[4].startswith("总交易单数,")
     assert rows[5] == "`3,`24.68,`2.34,`0.00,`0.13404,`24.68,`2.34"
     assert [(line.kind, line.out_trade_no, line.amount, line.fee, line.status) for line in lines] == [
-        (BillLineKind.PAYMENT, "wx_bill_1", Money("12.34", "CNY"), Money("0.07", "CNY"), "SUCCESS"),
-        (BillLineKind.PAYMENT, "wx_bill_2", Money("12.34", "CNY"), Money("0.07", "CNY"), "SUCCESS"),
-        (BillLineKind.REFUND, "wx_bill_1", Money("2.34", "CNY"), Money("0.01", "CNY"), "SUCCESS"),
+        (BillLineKind.PAYMENT, "wx_bill_1", Money("12.34", "CNY"), Money("0.07", "CNY"), "succeeded"),
+        (BillLineKind.PAYMENT, "wx_bill_2", Money("12.34", "CNY"), Money("0.07", "CNY"), "succeeded"),
+        (BillLineKind.REFUND, "wx_bill_1", Money("2.34", "CNY"), Money("0.01", "CNY"), "succeeded"),
     ]  # 12.34 × 0.6% = 0.07404 -> 0.07; 2.34 × 0.6% = 0.01404 -> 0.01 (half up, to fen)
     assert lines[0].trade_no == first.transaction_no and lines[1].trade_no == second.transaction_no
     assert lines[2].out_refund_no == "rf_bill_1" and lines[2].refund_no.startswith("50000")
@@ -386,9 +386,14 @@ def test_bill_download_and_parse(adapter, receiver, credentials):
     assert all(line.amount.amount.as_tuple().exponent == -2 for line in lines)
 
 
-def test_bill_for_a_day_without_trades_is_not_ready(adapter):
+def test_a_past_day_without_trades_has_an_empty_bill_and_today_has_none_yet(adapter):
+    dest = io.BytesIO()
+    name = adapter.download_bill(bill_date=dt.date(2020, 1, 1), dest=dest)
+
+    assert name.endswith("_20200101_ALL_no_trade.csv")
+    assert list(adapter.parse_bill(io.BytesIO(dest.getvalue()))) == []
     with pytest.raises(BillNotReady) as excinfo:
-        adapter.download_bill(bill_date=dt.date(2020, 1, 1), dest=io.BytesIO())
+        adapter.download_bill(bill_date=timezone.localdate(timezone=SHANGHAI), dest=io.BytesIO())
     assert excinfo.value.code == "NO_STATEMENT_EXIST"
 
 
