@@ -110,8 +110,14 @@ class MatchResult:
     currency: str = ""
 
 
-def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResult:
-    """Classifies every item of the day and writes discrepancies and holds (idempotent)."""
+def match(*, account_id: int, day: date, bill_id: int, run_id: int, supersede: bool = False) -> MatchResult:
+    """Classifies every item of the day and writes discrepancies and holds (idempotent).
+
+    `supersede`: the day was run before on another file; its open discrepancies this file does
+    not show any more are resolved (the provider corrected its bill).
+    `MatchResult.cleared`: per currency, the net of the matched lines whose money no discrepancy
+    action has moved already: what the day's bill says the channel settles.
+    """
     start, end = day_bounds(day)
     window = cross_day_window()
     params = {
@@ -172,15 +178,23 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResu
             INSERT INTO reconciliation_discrepancy
                 (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, bill_status, bill_amount,
                  bill_fee, local_kind, local_status, local_amount, local_fee, status, run_id, resolution, created_at)
-            SELECT %(account)s, %(day)s, class, item_kind, ref, trade_no, currency, COALESCE(bill_kind, ''),
+            SELECT DISTINCT ON (class, item_kind, ref)
+                   %(account)s, %(day)s, class, item_kind, ref, trade_no, currency, COALESCE(bill_kind, ''),
                    COALESCE(bill_status, ''), bill_amount, bill_fee, COALESCE(local_kind, ''),
-                   COALESCE(local_status, ''), local_amount,
-                   local_fee, 'open', %(run)s, '', now()
+                   COALESCE(local_status, ''), local_amount, local_fee, 'open', %(run)s, '', now()
               FROM recon_result WHERE class = ANY(%(classes)s)
-            ON CONFLICT (account_id, day, kind, item_kind, ref) DO NOTHING
+            -- Found again on a newer file of the day: an open one takes that file's figures.
+            ON CONFLICT (account_id, day, kind, item_kind, ref) DO UPDATE
+               SET trade_no = EXCLUDED.trade_no, bill_kind = EXCLUDED.bill_kind, bill_status = EXCLUDED.bill_status,
+                   bill_amount = EXCLUDED.bill_amount, bill_fee = EXCLUDED.bill_fee,
+                   local_kind = EXCLUDED.local_kind, local_status = EXCLUDED.local_status,
+                   local_amount = EXCLUDED.local_amount, local_fee = EXCLUDED.local_fee, run_id = EXCLUDED.run_id
+             WHERE reconciliation_discrepancy.status = 'open' AND reconciliation_discrepancy.adjustment_id IS NULL
             """,
             {**params, "classes": list(DISCREPANCY_CLASSES)},
         )
+        if supersede:
+            _discrepancies_supersede(cursor, params)
         cursor.execute(
             """
             INSERT INTO reconciliation_crossdayhold
@@ -194,17 +208,22 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResu
         cursor.execute(
             """
             SELECT currency,
-                   sum(CASE WHEN class = 'matched'
-                            THEN CASE bill_kind WHEN 'payment' THEN bill_amount - bill_fee
-                                                ELSE -(bill_amount - bill_fee) END ELSE 0 END),
+                   sum(CASE bill_kind WHEN 'payment' THEN bill_amount - bill_fee ELSE -(bill_amount - bill_fee) END)
+                       FILTER (WHERE class = 'matched' AND settled.ref IS NULL),
                    sum(CASE bill_kind WHEN 'payment' THEN bill_amount ELSE -bill_amount END)
                        FILTER (WHERE bill_status = 'succeeded'),
                    sum(CASE bill_kind WHEN 'payment' THEN bill_fee ELSE -bill_fee END)
                        FILTER (WHERE bill_status = 'succeeded'),
                    sum(CASE local_kind WHEN 'payment' THEN local_fee ELSE -local_fee END)
                        FILTER (WHERE bill_status = 'succeeded' AND local_kind IS NOT NULL)
-              FROM recon_result GROUP BY currency ORDER BY count(*) DESC
-            """
+              FROM recon_result r
+              -- An item whose discrepancy was settled by an action moved its money then: not again.
+              LEFT JOIN (SELECT DISTINCT ref, item_kind FROM reconciliation_discrepancy
+                          WHERE account_id = %(account)s AND settled IS NOT NULL) settled
+                     ON settled.ref = r.ref AND settled.item_kind = r.item_kind
+             GROUP BY currency ORDER BY count(*) DESC
+            """,
+            params,
         )
         result = MatchResult(counts=counts)
         for currency, cleared, amount, fee, local_fee in cursor.fetchall():
@@ -215,6 +234,27 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResu
         cursor.execute("DROP TABLE recon_result")
     holds_settle(account_id=account_id, day=day, run_id=run_id)
     return result
+
+
+def _discrepancies_supersede(cursor, params: dict) -> None:
+    """Open discrepancies of the day from an earlier file that this run did not find again are
+    resolved, with their audit row. Those under a write-off request stay for the people on it."""
+    cursor.execute(
+        """
+        WITH gone AS (
+            UPDATE reconciliation_discrepancy d
+               SET status = 'resolved', resolution = 'not on the newer bill of the day (run ' || %(run)s || ')'
+             WHERE d.account_id = %(account)s AND d.day = %(day)s AND d.status = 'open'
+               AND d.adjustment_id IS NULL AND d.run_id <> %(run)s
+               AND NOT EXISTS (SELECT 1 FROM recon_result r
+                                WHERE r.class = d.kind AND r.item_kind = d.item_kind AND r.ref = d.ref)
+            RETURNING d.id
+        )
+        INSERT INTO reconciliation_discrepancyaction (discrepancy_id, action, source, target, by, detail, at)
+        SELECT id, 'superseded', 'open', 'resolved', 'system', jsonb_build_object('run', %(run)s), now() FROM gone
+        """,
+        params,
+    )
 
 
 def holds_settle(*, account_id: int, day: date, run_id: int) -> int:

@@ -138,7 +138,8 @@ class ReconRun(models.Model):
     bill_fee = models.BigIntegerField(default=0, help_text="channel fees on the bill, net of refunded fees")
     local_fee = models.BigIntegerField(default=0, help_text="channel fees paysys computed, same items")
     platform_fee = models.BigIntegerField(default=0, help_text="paysys's platform fees on the day's charges")
-    cleared_to_bank = models.BigIntegerField(default=0)
+    cleared_to_bank = models.BigIntegerField(default=0, help_text="moved to bank by this run (main currency)")
+    cleared = models.JSONField(default=dict, blank=True, help_text="moved to bank by this run, per currency")
     currency = models.CharField(max_length=3, blank=True, default="")
     by = models.CharField(max_length=150, default="system")
     started_at = models.DateTimeField(default=timezone.now)
@@ -214,6 +215,9 @@ class Discrepancy(ConcurrentTransitionMixin, models.Model):
     status = FSMField(choices=DiscrepancyStatus.choices, default=DiscrepancyStatus.OPEN, protected=True)
     run = models.ForeignKey(ReconRun, on_delete=models.PROTECT, related_name="discrepancies")
     adjustment_id = models.BigIntegerField(null=True, blank=True, help_text="the write-off (ledger adjustment)")
+    settled = models.BigIntegerField(
+        null=True, blank=True, help_text="what closing it moved from channel clearing to bank; empty: no money moved"
+    )
     resolution = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 

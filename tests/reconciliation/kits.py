@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from apps.channels.models import ChannelAccount
-from apps.channels.services import channel_account_upsert
+from apps.channels.services import adapter_for, channel_account_upsert
 from apps.ledger.models import FeePlan
 from apps.payments.models import Refund, RefundStatus
 from apps.payments.refunds import refund_query
@@ -102,9 +102,10 @@ class Kit:
     def move_paid_at(self, charge_id: str, *, local: datetime, channel: datetime) -> None:
         """paysys saw the payment at `local`; the channel booked it at `channel` (cross-day tests)."""
         _sql("UPDATE payments_charge SET paid_at = %s WHERE public_id = %s", [local, charge_id])
-        self._sandbox_book(charge_id, channel)
+        self.book_at(charge_id, channel)
 
-    def _sandbox_book(self, charge_id: str, at: datetime) -> None:
+    def book_at(self, charge_id: str, at: datetime) -> None:
+        """The channel booked the payment at `at` (its bill lists it on that day)."""
         raise NotImplementedError
 
     # --- bill faults ---------------------------------------------------------------------------
@@ -130,6 +131,18 @@ class Kit:
     def _extra_params(self, amount: int, charge_id: str) -> dict:
         return {"amount": amount, "out_trade_no": charge_id}
 
+    # --- other files of the same day ----------------------------------------------------------
+
+    def corrected_bill(self, day) -> bytes:
+        """The day's bill as the provider publishes it now (e.g. after it fixed a fault)."""
+        dest = io.BytesIO()
+        adapter_for(self.account).download_bill(bill_date=day, dest=dest)
+        return dest.getvalue()
+
+    def reissued(self, content: bytes) -> bytes:
+        """Another file with the very same lines (here: a zip whose members have other timestamps)."""
+        return _rezip(content, lambda name, data: data, date_time=(2099, 1, 1, 0, 0, 0))
+
     # --- damaged files -------------------------------------------------------------------------
 
     def damaged(self, content: bytes, how: str) -> bytes:
@@ -147,13 +160,13 @@ class _SameNameInfo(zipfile.ZipInfo):
         return self.filename.encode("cp437"), self.flag_bits
 
 
-def _rezip(content: bytes, change) -> bytes:
+def _rezip(content: bytes, change, date_time: tuple | None = None) -> bytes:
     """The zip with `change(name, data)` applied to each member's data, names kept as they were."""
     source = zipfile.ZipFile(io.BytesIO(content))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
         for info in source.infolist():
-            same = _SameNameInfo(info.filename, date_time=info.date_time)
+            same = _SameNameInfo(info.filename, date_time=date_time or info.date_time)
             same.flag_bits, same.compress_type = info.flag_bits & 0x800, zipfile.ZIP_DEFLATED
             target.writestr(same, change(info.filename, source.read(info)))
     return out.getvalue()
@@ -165,7 +178,7 @@ class AlipayKit(Kit):
         _sql(f"UPDATE sandbox_alipaytrade SET created_at = created_at - {interval}, paid_at = paid_at - {interval}")
         _sql(f"UPDATE sandbox_alipayrefund SET refunded_at = refunded_at - {interval}")
 
-    def _sandbox_book(self, charge_id: str, at: datetime) -> None:
+    def book_at(self, charge_id: str, at: datetime) -> None:
         _sql("UPDATE sandbox_alipaytrade SET paid_at = %s WHERE out_trade_no = %s", [at, charge_id])
 
     def _extra_params(self, amount: int, charge_id: str) -> dict:
@@ -186,13 +199,16 @@ class AlipayKit(Kit):
 
 
 class WechatpayKit(Kit):
+    def reissued(self, content: bytes) -> bytes:
+        return gzip.compress(gzip.decompress(content), mtime=1)  # only the gzip header differs
+
     def _sandbox_shift(self, interval: str) -> None:
         _sql(f"UPDATE sandbox_wechatpaytransaction SET created_at = created_at - {interval},"
              f" success_time = success_time - {interval}")  # fmt: skip
         _sql(f"UPDATE sandbox_wechatpayrefund SET created_at = created_at - {interval},"
              f" success_time = success_time - {interval}")  # fmt: skip
 
-    def _sandbox_book(self, charge_id: str, at: datetime) -> None:
+    def book_at(self, charge_id: str, at: datetime) -> None:
         _sql("UPDATE sandbox_wechatpaytransaction SET success_time = %s WHERE out_trade_no = %s", [at, charge_id])
 
     def damaged(self, content: bytes, how: str) -> bytes:
@@ -223,7 +239,7 @@ class UnionpayKit(Kit):
              f" trace_time = to_char((created_at - {interval}) AT TIME ZONE 'Asia/Shanghai', 'MMDDHH24MISS')"
              )  # fmt: skip
 
-    def _sandbox_book(self, charge_id: str, at: datetime) -> None:
+    def book_at(self, charge_id: str, at: datetime) -> None:
         local = at.astimezone(self.zone)
         _sql("UPDATE sandbox_unionpaytxn SET completed_at = %s, settle_date = %s, trace_time = %s WHERE order_id = %s",
              [at, local.date(), local.strftime("%m%d%H%M%S"), self.fault_ref(charge_id)])  # fmt: skip
