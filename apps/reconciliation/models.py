@@ -87,9 +87,13 @@ class BillFile(models.Model):
 
 class BillLine(models.Model):
     """One standard bill line, loaded with COPY. `ref` is what it matches on: paysys's refund id
-    on a refund line that names one, else paysys's charge id."""
+    on a refund line that names one, else paysys's charge id.
 
-    bill = models.ForeignKey(BillFile, on_delete=models.CASCADE, related_name="+", db_index=False)
+    No foreign-key constraint on `bill`: checking it costs as much as loading the lines (a
+    deferred check per row at commit), and only bill_lines_copy writes lines, with the bill of
+    its own transaction."""
+
+    bill = models.ForeignKey(BillFile, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     account_id = models.BigIntegerField()
     day = models.DateField()
     kind = models.CharField(max_length=8)

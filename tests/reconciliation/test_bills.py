@@ -117,6 +117,15 @@ def test_a_held_item_missing_from_the_next_bill_becomes_channel_missing(kit, api
     assert Discrepancy.objects.get().day == d2
 
 
+DAMAGE_SAYS = {  # what the error says, per provider and damage
+    ("alipay", "truncated"): "not a readable zip archive", ("alipay", "wrong-encoding"): "not GBK text",
+    ("alipay", "malformed"): "'7.5x' is not a number", ("wechatpay", "truncated"): "truncated or damaged",
+    ("wechatpay", "wrong-encoding"): "not UTF-8 text", ("wechatpay", "malformed"): "'7.5x' is not a number",
+    ("unionpay", "truncated"): "not a zip archive", ("unionpay", "wrong-encoding"): "not GBK text",
+    ("unionpay", "malformed"): "unreadable amount or fee '0000000007.5'",
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("how", ["truncated", "wrong-encoding", "malformed"])
 def test_a_damaged_bill_fails_the_run_changes_nothing_and_is_flagged(kit, day_of_business, how):
     day = day_of_business["day"]
@@ -130,6 +139,7 @@ def test_a_damaged_bill_fails_the_run_changes_nothing_and_is_flagged(kit, day_of
         recon_run(account=kit.account, day=day, bill=bad)
 
     assert f"bill bad of account {kit.account.pk} for {day} is invalid: {kit.provider}" in str(excinfo.value)
+    assert DAMAGE_SAYS[kit.provider, how] in str(excinfo.value)
     assert state() == before
     bad.refresh_from_db()
     assert bad.status == BillFileStatus.INVALID and bad.error.startswith(kit.provider)
