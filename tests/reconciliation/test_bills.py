@@ -5,8 +5,10 @@ from datetime import datetime, time, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from apps.reconciliation.bills import bill_download, bill_path, bill_upload
+from apps.reconciliation.checks import internal_problems
 from apps.reconciliation.exceptions import BillFileInvalid
 from apps.reconciliation.matching import bill_zone
 from apps.reconciliation.models import BillFileStatus, CrossDayHold, Discrepancy, ReconRun, ReconRunStatus
@@ -159,3 +161,23 @@ def test_the_command_runs_every_account_with_progress(kit, day_of_business):
     text = out.getvalue()
     assert "5 lines, 5 matched" in text and "load" in text and "match" in text
     assert ReconRun.objects.get().matched == 5
+
+
+@pytest.mark.parametrize("kit", ["alipay"], indirect=True)
+def test_the_internal_check_names_what_paysys_disagrees_with_itself_on(kit, api, merchant):
+    sound = kit.pay(api, merchant, "recon_sound", 700)
+    failed = kit.pay(api, merchant, "recon_failed", 500)
+    unbooked = kit.charge(api, merchant, "recon_unbooked", 300)["id"]  # never paid: no entry
+    assert internal_problems(account_id=kit.account.pk, day=today()) == []
+    with connection.cursor() as cursor:  # what a bug would leave: states the ledger does not back
+        cursor.execute("UPDATE payments_charge SET status = 'succeeded', paid_at = now() WHERE public_id = %s",
+                       [unbooked])  # fmt: skip
+        cursor.execute("UPDATE payments_charge SET status = 'failed' WHERE public_id = %s", [failed])
+
+    problems = internal_problems(account_id=kit.account.pk, day=today())
+
+    assert sorted(problems) == [
+        f"charge {unbooked} succeeded without a payment.succeeded entry",
+        f"entry payment.succeeded {failed} has no succeeded charge",
+    ]
+    assert sound not in "".join(problems)

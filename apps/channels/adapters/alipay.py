@@ -597,10 +597,10 @@ def _bill_lines(text: Iterator[str]) -> Iterator[BillLine]:
     i_trade, i_out, i_kind, i_at, i_order, i_received, i_refund, i_fee = index.values()
     width = len(header)
     payment, refund = BillLineKind.PAYMENT.value, BillLineKind.REFUND.value
-    counts = {payment: 0, refund: 0}
+    payments = refunds = 0
     footer: dict = {}
     ended = False
-    amounts, times = minor_units("CNY"), local_times(ALIPAY_TZ)
+    sizes, times = minor_units("CNY", size=True), local_times(ALIPAY_TZ)
     payment_text, refund_text, line_of, succeeded = PAYMENT_TEXT, REFUND_TEXT, BillLine, SUCCEEDED  # locals: hot
     for number, line in lines:
         row = line.rstrip("\r\n")
@@ -623,21 +623,23 @@ def _bill_lines(text: Iterator[str]) -> Iterator[BillLine]:
         kind_text = cells[i_kind]
         try:
             if kind_text == payment_text:
-                kind, out_refund_no, amount = payment, "", abs(amounts[cells[i_order]])
+                kind, out_refund_no, amount = payment, "", sizes[cells[i_order]]
+                payments += 1
             elif kind_text == refund_text:  # negative amounts: money going back
-                kind, out_refund_no, amount = refund, cells[i_refund].strip(), abs(amounts[cells[i_received]])
+                kind, out_refund_no, amount = refund, cells[i_refund].strip(), sizes[cells[i_received]]
+                refunds += 1
             else:
                 continue
-            fee = abs(amounts[cells[i_fee] or "0"])  # an empty fee is no fee
+            fee = sizes[cells[i_fee] or "0"]  # an empty fee is no fee
             occurred_at = times[cells[i_at]]
         except ValueError as exc:
             raise BillInvalid(f"line {number}: {exc}") from None
-        counts[kind] += 1
         yield line_of(
             kind, cells[i_out].strip(), out_refund_no, cells[i_trade].strip(), "", amount, fee, "CNY", succeeded,
             occurred_at,
         )  # fmt: skip
     if not ended:
         raise BillInvalid("the file is truncated: no footer")
+    counts = {payment: payments, refund: refunds}
     if any(footer.get(kind, -1) != count for kind, count in counts.items()):
-        raise BillInvalid(f"the footer counts {dict(footer)} disagree with the lines {dict(counts)}")
+        raise BillInvalid(f"the footer counts {footer} disagree with the lines {counts}")

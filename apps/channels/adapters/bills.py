@@ -28,9 +28,12 @@ class Memo(dict):
         return value
 
 
-def minor_units(currency: str, *, rounding: str | None = None) -> Memo:
-    """A bill's major-unit text ("-7.50") → signed minor units (-750), exact unless `rounding`
+def minor_units(currency: str, *, rounding: str | None = None, size: bool = False) -> Memo:
+    """A bill's major-unit text ("-7.50") → signed minor units (-750), or with `size` their size
+    (750: bills sign by direction, standard lines say it in `kind`); exact unless `rounding`
     names the rule for finer values (WeChat's fees to 1/1000 fen, settled in whole fen)."""
+    if size:
+        return Memo(lambda text: abs(minor_of_decimal_string(text, currency, rounding=rounding)))
     return Memo(lambda text: minor_of_decimal_string(text, currency, rounding=rounding))
 
 
