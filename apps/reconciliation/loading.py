@@ -14,10 +14,8 @@ from django.db import connection
 from apps.channels.adapters.base import BillLine, BillLineKind, ChannelAdapter
 from apps.reconciliation.models import BillFile
 
-COLUMNS = (
-    "bill_id", "account_id", "day", "kind", "ref", "trade_no", "out_trade_no", "out_refund_no", "refund_no",
-    "amount", "fee", "currency", "status", "occurred_at",
-)  # fmt: skip
+COLUMNS = ("bill_id", "kind", "ref", "trade_no", "out_trade_no", "out_refund_no", "refund_no", "amount", "fee",
+           "currency", "status", "occurred_at")  # fmt: skip
 TABS = len(COLUMNS) - 1
 REFUND = BillLineKind.REFUND.value
 BLOCK = 2000  # lines per write: big enough to amortise the call, small enough to keep memory flat
@@ -43,7 +41,7 @@ def _row(prefix: str, line: BillLine, stamp: str) -> str:
 
 
 def copy_blocks(lines: Iterator[BillLine], *, prefix: str) -> Iterator[tuple[str, int]]:
-    """(COPY text, line count) per block of lines, `prefix` (bill, account, day) first on each.
+    """(COPY text, line count) per block of lines, `prefix` (the bill's id and a tab) first on each.
 
     Values are written as they are; a block whose text shows a tab, a newline or a backslash
     inside a value (none does in a sane bill) is written again with every value escaped.
@@ -91,7 +89,7 @@ def bill_lines_copy(
     raw = connection.cursor().connection  # the psycopg 3 connection under Django's wrapper
     with raw.cursor() as cursor:
         with cursor.copy(f"COPY reconciliation_billline ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            prefix = f"{bill.pk}\t{bill.account_id}\t{bill.day.isoformat()}\t"
+            prefix = f"{bill.pk}\t"
             for text, lines in copy_blocks(adapter.parse_bill(source), prefix=prefix):
                 copy.write(text)
                 count += lines

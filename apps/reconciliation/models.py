@@ -91,11 +91,9 @@ class BillLine(models.Model):
 
     No foreign-key constraint on `bill`: checking it costs as much as loading the lines (a
     deferred check per row at commit), and only bill_lines_copy writes lines, with the bill of
-    its own transaction."""
+    its own transaction. The account and day are the bill's."""
 
     bill = models.ForeignKey(BillFile, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
-    account_id = models.BigIntegerField()
-    day = models.DateField()
     kind = models.CharField(max_length=8)
     ref = models.CharField(max_length=64)
     trade_no = models.CharField(max_length=64)
