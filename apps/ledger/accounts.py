@@ -65,3 +65,7 @@ def platform_fee_revenue(currency: str) -> AccountKey:
 
 def marketing_expense(currency: str) -> AccountKey:
     return AccountKey(AccountType.MARKETING_EXPENSE, PLATFORM_OWNER, currency)
+
+
+def bank(currency: str) -> AccountKey:
+    return AccountKey(AccountType.BANK, PLATFORM_OWNER, currency)

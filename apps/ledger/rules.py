@@ -14,6 +14,7 @@ PAYMENT_SUCCEEDED = "payment.succeeded"
 REFUND_SUCCEEDED = "refund.succeeded"
 SETTLEMENT = "settlement"
 ADJUSTMENT = "adjustment"
+CHANNEL_SETTLEMENT = "recon.clearing"
 
 
 def _nonzero(lines: list[Line]) -> list[Line]:
@@ -130,3 +131,13 @@ def settlement_lines(*, merchant_id: int, currency: str, amount: int) -> list[Li
         Line.debit(acc.merchant_pending(merchant_id, currency), amount),
         Line.credit(acc.merchant_available(merchant_id, currency), amount),
     ]
+
+
+def channel_settlement_lines(*, channel_account_id: int, currency: str, amount: int) -> list[Line]:
+    """Dr bank, Cr channel_clearing: what a channel settles (a negative amount takes it back)."""
+    return _nonzero(
+        [
+            Line.debit(acc.bank(currency), amount),
+            Line.credit(acc.channel_clearing(channel_account_id, currency), amount),
+        ]
+    )

@@ -4,6 +4,8 @@
   transaction (fees are stored on the charge, then posted).
 - `refund_succeeded_post`: the proportional reversal, for refunds.
 - `settlements_run` / `settlement_post`: T+N settlement, idempotent per merchant and day.
+- `channel_settlement_post`: what a channel settles moves from channel_clearing to bank
+  (reconciliation), once per reference.
 - `ledger_days_close` / `ledger_days_close_due`: the day cut.
 - adjustments (maker-checker): apps/ledger/adjustments.py, re-exported here.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "adjustment_approve",
     "adjustment_draft_create",
     "adjustment_reject",
+    "channel_settlement_post",
     "ledger_days_close",
     "ledger_days_close_due",
     "payment_fees_quote",
@@ -279,3 +282,27 @@ def ledger_days_close(*, through: date, by: str) -> list[date]:
 def ledger_days_close_due(*, by: str) -> list[date]:
     """Closes every day before the current accounting day (the beat task; idempotent)."""
     return ledger_days_close(through=accounting_date_for(timezone.now()) - timedelta(days=1), by=by)
+
+
+# --- channel settlement --------------------------------------------------------------------------
+
+
+def channel_settlement_post(
+    *, reference: str, livemode: bool, channel_account_id: int, currency: str, amount: int, description: str = ""
+) -> PostedEntry | None:
+    """Moves `amount` (minor units) that a channel settles from its channel_clearing to bank;
+    a negative amount moves it back. Once per reference; None for a zero amount.
+
+    Runs in the caller's transaction (reconciliation posts it with the run or action that decided
+    it). Both accounts may go negative, so it takes no account lock.
+    """
+    if not amount:
+        return None
+    return journal_post(
+        event_type=rules.CHANNEL_SETTLEMENT,
+        reference=reference,
+        livemode=livemode,
+        lines=rules.channel_settlement_lines(channel_account_id=channel_account_id, currency=currency, amount=amount),
+        channel_account_id=channel_account_id,
+        description=description,
+    )

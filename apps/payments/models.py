@@ -74,6 +74,10 @@ class Charge(ConcurrentTransitionMixin, models.Model):
             ),
             models.Index(fields=["app", "livemode", "-id"], name="charge_list_idx"),
             models.Index(fields=["exception"], condition=~models.Q(exception=""), name="charge_exception_idx"),
+            # Reconciliation: an account's payments of a day (and the days around it).
+            models.Index(
+                fields=["channel_account", "paid_at"], condition=models.Q(paid_at__isnull=False), name="charge_paid_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -153,6 +157,10 @@ class Refund(ConcurrentTransitionMixin, models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["next_query_at"], condition=models.Q(status="pending"), name="refund_query_due_idx"),
+            # Reconciliation: the refunds of a day (and the days around it).
+            models.Index(
+                fields=["succeeded_at"], condition=models.Q(succeeded_at__isnull=False), name="refund_succeeded_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,7 +9,8 @@
   between channel clearing and suspense by a ledger adjustment under maker-checker; on approval
   the discrepancy is written off and what the channel settles moves to bank.
 
-Lock order: the discrepancy row, then whatever the pay core or the ledger lock.
+Lock order: the day's bill files (`day_lock`, where money moves: a run of the same day must not
+count the item again), the discrepancy row, then whatever the pay core or the ledger lock.
 """
 
 from dataclasses import asdict
@@ -25,13 +26,16 @@ from apps.payments.models import Charge, Refund
 from apps.payments.refunds import refund_apply_provider_result
 from apps.payments.services import charge_apply_provider_result
 from apps.reconciliation.exceptions import ActionNotAllowed
-from apps.reconciliation.models import Discrepancy, DiscrepancyAction, DiscrepancyKind, DiscrepancyStatus, net
-from apps.reconciliation.services import clearing_post
+from apps.reconciliation.models import Discrepancy, DiscrepancyAction, DiscrepancyKind, DiscrepancyStatus
+from apps.reconciliation.services import clearing_post, day_lock
 
 OPEN_STATES = (DiscrepancyStatus.OPEN, DiscrepancyStatus.INVESTIGATING)
 
 
-def _lock(discrepancy_id: int) -> Discrepancy:
+def _lock(discrepancy_id: int, *, moves_money: bool = False) -> Discrepancy:
+    if moves_money:
+        account_id, day = Discrepancy.objects.values_list("account_id", "day").get(pk=discrepancy_id)
+        day_lock(account_id=account_id, day=day)
     return Discrepancy.objects.select_for_update().select_related("account").get(pk=discrepancy_id)
 
 
@@ -112,18 +116,22 @@ def discrepancy_correct_local(*, discrepancy_id: int, by: str, request_id: str =
         charge_apply_provider_result(charge_id=charge.pk, result=result, by=identity, request_id=request_id)
         local = Charge.objects.get(pk=charge.pk)
     with transaction.atomic():
-        d = _lock(discrepancy_id)
+        d = _lock(discrepancy_id, moves_money=True)
         source = d.status
         detail = {"provider": _jsonable(result), "local_status": local.status}
         agrees = (
-            local.status == "succeeded" and d.kind == DiscrepancyKind.STATUS_MISMATCH and d.bill_kind == d.local_kind
+            local.status == "succeeded"
+            and d.kind == DiscrepancyKind.STATUS_MISMATCH
+            and d.bill_kind == d.local_kind
+            and d.bill_status in ("succeeded", "")
         )
         if agrees and d.status in OPEN_STATES:
             d.local_status = local.status
             d.resolve(resolution=f"local state corrected from the provider's answer by {by}")
+            d.settled = d.bill_net
             d.save()
             clearing_post(
-                account=d.account, currency=d.currency, net=net(d.bill_kind, d.bill_amount, d.bill_fee),
+                account=d.account, currency=d.currency, net=d.bill_net,
                 reference=f"discrepancy:{d.pk}", description=f"resolved discrepancy {d.pk}",
             )  # fmt: skip
         elif d.status == DiscrepancyStatus.OPEN:
@@ -165,7 +173,7 @@ def discrepancy_write_off_request(*, discrepancy_id: int, maker: str) -> Adjustm
 def discrepancy_write_off_approve(*, discrepancy_id: int, checker: str) -> Discrepancy:
     """Approves the write-off (checker ≠ maker, the ledger's rule), posts it, and clears to bank
     what the channel settles for the item."""
-    d = _lock(discrepancy_id)
+    d = _lock(discrepancy_id, moves_money=True)
     if d.adjustment_id is None:
         raise ActionNotAllowed("no write-off was requested.", code="no_write_off")
     if d.status == DiscrepancyStatus.WRITTEN_OFF:
@@ -175,9 +183,10 @@ def discrepancy_write_off_approve(*, discrepancy_id: int, checker: str) -> Discr
         raise ActionNotAllowed(f"adjustment {adjustment.public_id} is {adjustment.status}.", code="write_off_rejected")
     source = d.status
     d.write_off(resolution=f"written off to suspense ({adjustment.public_id}) by {checker}")
+    d.settled = d.bill_net
     d.save()
     clearing_post(
-        account=d.account, currency=d.currency, net=net(d.bill_kind, d.bill_amount, d.bill_fee),
+        account=d.account, currency=d.currency, net=d.bill_net,
         reference=f"discrepancy:{d.pk}", description=f"written-off discrepancy {d.pk}",
     )  # fmt: skip
     _audit(d, "write_off_approve", source, by=checker, detail={"adjustment": adjustment.public_id})

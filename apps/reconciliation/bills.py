@@ -1,7 +1,9 @@
-"""Raw bill files: stored once under VAR_DIR/bills/<sha256>, from a download or a manual upload.
+"""Raw bill files: stored under VAR_DIR/bills/<sha256>, from a download or a manual upload.
 
-The file is streamed to disk while it is hashed (never held in memory); the sha256 is unique, so
-the same bill, downloaded again or uploaded by hand, is recognised and never processed twice.
+The file is streamed to disk while it is hashed (never held in memory). A file is one BillFile
+per account and day (unique on account, day, sha256): the same bill downloaded again or uploaded
+by hand is recognised and never processed twice, while the same bytes given for another account
+or day (an empty statement, a file uploaded for the wrong day) are a bill of their own.
 """
 
 import hashlib
@@ -58,7 +60,7 @@ def _store(
     """Moves the received file into place; (bill, created). An identical file returns the first."""
     sink.close()
     digest = sink.hash.hexdigest()
-    existing = BillFile.objects.filter(sha256=digest).first()
+    existing = BillFile.objects.filter(account=account, day=day, sha256=digest).first()
     if existing is not None:
         os.unlink(sink.name)
         return existing, False
@@ -70,7 +72,7 @@ def _store(
                 source=source, uploaded_by=by,
             )  # fmt: skip
     except IntegrityError:  # a concurrent store of the same file won
-        return BillFile.objects.get(sha256=digest), False
+        return BillFile.objects.get(account=account, day=day, sha256=digest), False
     return bill, True
 
 

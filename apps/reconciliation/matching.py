@@ -1,21 +1,32 @@
-"""The two-way match of one bill against paysys, and the internal check, in set-based SQL.
+"""The two-way match of one bill against paysys, in set-based SQL, in integer minor units.
 
-Everything runs in the caller's transaction on Django's connection, in integer minor units.
+Everything runs in the caller's transaction on Django's connection.
 
-1. Bill side: every line of the bill joined on `ref` to paysys's charges and refunds (any day,
-   the account's own), classified: no such item → local_missing; other kind or not succeeded →
-   status_mismatch; other amount → amount_mismatch; other channel fee → fee_mismatch; else matched.
-   One discrepancy per line, in that order of precedence.
+1. Bill side: every line of the bill joined on `ref` to paysys's charge or refund of the account,
+   classified: no such item → local_missing; other kind, or either side not succeeded →
+   status_mismatch; other amount → amount_mismatch; other channel fee → fee_mismatch; else
+   matched. One class per line, in that order of precedence.
 2. Local side: the account's charges and refunds that succeeded on the day (bill zone) and are
    not on the bill. Within the cross-day window of a boundary they are looked for on the
    neighbouring day's loaded bill (→ matched), held when that bill has not arrived, else
    channel_missing.
 3. Holds whose neighbouring day is now loaded are released (found) or expire into channel_missing.
 
+One read-only statement classifies both sides and aggregates them, so PostgreSQL can run it in
+parallel and no row is written per matched line: matched lines collapse into one group per
+currency; every other line comes back as a group of its own, from which the discrepancies and
+holds (a few, on any sane day) are written.
+
+paysys's items are looked for among those that succeeded near the day (the day and one day either
+side: `payments_charge (channel_account_id, paid_at)`, a hash join); a line not found there is
+looked up by id among all of the account's charges and refunds (any day, any status: a lost
+notification's charge is still pending), so the cost follows the day, not the history.
+
 A refund's channel fee is the credit its `refund.succeeded` entry gave channel_fee_expense (the
 ledger's proportional share); a charge's is `Charge.channel_fee`.
 """
 
+import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -28,6 +39,7 @@ from apps.core.money import SUPPORTED_CURRENCIES, exponent
 RESULT_CLASSES = ("matched", "held", "local_missing", "channel_missing", "amount_mismatch", "status_mismatch",
                   "fee_mismatch")  # fmt: skip
 DISCREPANCY_CLASSES = RESULT_CLASSES[2:]
+NEAR = timedelta(days=1)  # how far around the day paysys's items are looked for in bulk
 
 
 def bill_zone() -> ZoneInfo:
@@ -50,53 +62,152 @@ def _minor_sql(column: str, currency_column: str) -> str:
 
 
 def _refund_fee_sql(refund_id: str) -> str:
-    """The channel fee a refund's `refund.succeeded` entry returned (minor units)."""
+    """The channel fee a refund's `refund.succeeded` entry returned (minor units), looked up by id."""
     return f"""COALESCE((SELECT -sum(p.amount) FROM ledger_journalentry e
                           JOIN ledger_posting p ON p.entry_id = e.id
                           JOIN ledger_account a ON a.id = p.account_id AND a.type = 'channel_fee_expense'
                          WHERE e.event_type = 'refund.succeeded' AND e.reference = {refund_id}), 0)::bigint"""
 
 
-def _bill_side_sql() -> str:
-    """Each line of the bill with paysys's charge or refund of the same ref (any day)."""
-    charge_amount = _minor_sql("c.amount", "c.amount_currency")
-    charge_fee = _minor_sql("COALESCE(c.channel_fee, 0)", "c.amount_currency")
-    refund_amount = _minor_sql("r.amount", "r.amount_currency")
-    return f"""
-        SELECT b.kind AS bill_kind, b.ref, b.trade_no, b.currency, b.amount AS bill_amount, b.fee AS bill_fee,
-               CASE WHEN c.id IS NOT NULL THEN 'payment' WHEN r.id IS NOT NULL THEN 'refund' END AS local_kind,
-               COALESCE(c.status, r.status) AS local_status,
-               CASE WHEN c.id IS NOT NULL THEN {charge_amount} ELSE {refund_amount} END AS local_amount,
-               CASE WHEN c.id IS NOT NULL THEN {charge_fee}
-                    WHEN r.id IS NOT NULL THEN {_refund_fee_sql("r.public_id")} END AS local_fee
-          FROM reconciliation_billline b
-          LEFT JOIN payments_charge c ON c.public_id = b.ref AND c.channel_account_id = %(account)s
-          LEFT JOIN (payments_refund r JOIN payments_charge rc ON rc.id = r.charge_id
-                                                             AND rc.channel_account_id = %(account)s)
-                 ON r.public_id = b.ref AND c.id IS NULL
-         WHERE b.bill_id = %(bill)s
-    """
+_REFUND_FEES = """
+    SELECT e.reference, -sum(p.amount)::bigint AS fee
+      FROM ledger_journalentry e
+      JOIN ledger_posting p ON p.entry_id = e.id
+      JOIN ledger_account a ON a.id = p.account_id AND a.type = 'channel_fee_expense'
+     WHERE e.channel_account_id = %(account)s AND e.event_type = 'refund.succeeded'
+       AND e.accounting_date BETWEEN %(first_day)s AND %(last_day)s
+     GROUP BY e.reference
+"""
 
 
-def _own_day_sql() -> str:
-    """paysys's charges and refunds of the account that succeeded on the day, not on the bill."""
-    charge_amount = _minor_sql("c.amount", "c.amount_currency")
-    charge_fee = _minor_sql("COALESCE(c.channel_fee, 0)", "c.amount_currency")
-    refund_amount = _minor_sql("r.amount", "r.amount_currency")
-    not_on_bill = "NOT EXISTS (SELECT 1 FROM reconciliation_billline x WHERE x.bill_id = %(bill)s AND x.ref = {})"
+def _charges_sql(where: str) -> str:
+    """The account's charges as items (kind, ref, status, amount, fee, currency, at)."""
     return f"""
-        SELECT 'payment'::text AS kind, c.public_id AS ref, c.status::text AS status, {charge_amount} AS amount,
-               {charge_fee} AS fee, c.amount_currency AS currency, c.paid_at AS at
+        SELECT 'payment'::text AS kind, c.public_id::text AS ref, c.status::text AS status,
+               {_minor_sql("c.amount", "c.amount_currency")} AS amount,
+               {_minor_sql("COALESCE(c.channel_fee, 0)", "c.amount_currency")} AS fee,
+               c.amount_currency::text AS currency, c.paid_at AS at
           FROM payments_charge c
-         WHERE c.channel_account_id = %(account)s AND c.status = 'succeeded'
-           AND c.paid_at >= %(start)s AND c.paid_at < %(end)s AND {not_on_bill.format("c.public_id")}
-        UNION ALL
-        SELECT 'refund', r.public_id, r.status, {refund_amount}, {_refund_fee_sql("r.public_id")},
-               r.amount_currency, r.succeeded_at
-          FROM payments_refund r JOIN payments_charge c ON c.id = r.charge_id
-         WHERE c.channel_account_id = %(account)s AND r.status = 'succeeded'
-           AND r.succeeded_at >= %(start)s AND r.succeeded_at < %(end)s AND {not_on_bill.format("r.public_id")}
+         WHERE c.channel_account_id = %(account)s AND {where}
     """
+
+
+def _refunds_sql(where: str, *, bulk: bool = True) -> str:
+    """The account's refunds as items. `bulk`: many, read in parallel; a refund's fee comes from
+    the refund entries near the day, NULL when its entry is dated elsewhere (its day was closed):
+    `_fee_sql` completes it. Else each refund's fee is looked up by id."""
+    fee, fees = _refund_fee_sql("r.public_id"), ""
+    if bulk:
+        fee, fees = "rf.fee", f"LEFT JOIN ({_REFUND_FEES}) rf ON rf.reference = r.public_id"
+    return f"""
+        SELECT 'refund'::text AS kind, r.public_id::text AS ref, r.status::text AS status,
+               {_minor_sql("r.amount", "r.amount_currency")} AS amount, {fee} AS fee,
+               r.amount_currency::text AS currency, r.succeeded_at AS at
+          FROM payments_refund r
+          JOIN payments_charge rc ON rc.id = r.charge_id AND rc.channel_account_id = %(account)s
+          {fees}
+         WHERE {where}
+    """
+
+
+def _items_sql(charge_where: str, refund_where: str, *, bulk: bool = True) -> str:
+    """The account's charges and refunds as items (kind, ref, status, amount, fee, currency, at)."""
+    return f"{_charges_sql(charge_where)} UNION ALL {_refunds_sql(refund_where, bulk=bulk)}"
+
+
+def _fee_sql(kind: str, ref: str, fee: str) -> str:
+    """An item's fee from a bulk read, completed by id for a refund whose entry was not near."""
+    return f"COALESCE({fee}, CASE WHEN {kind} = 'refund' THEN {_refund_fee_sql(ref)} END)"
+
+
+def _class_sql(local: str, line: str) -> str:
+    """A bill line's class against paysys's item (`local` NULL: paysys has none)."""
+    return f"""CASE WHEN {local}.kind IS NULL THEN 'local_missing'
+                    WHEN {local}.kind <> {line}.kind OR {local}.status <> 'succeeded' OR {line}.status <> 'succeeded'
+                         THEN 'status_mismatch'
+                    WHEN {local}.amount <> {line}.amount THEN 'amount_mismatch'
+                    WHEN {local}.fee <> {line}.fee THEN 'fee_mismatch'
+                    ELSE 'matched' END"""
+
+
+def _bill_side_sql() -> str:
+    """The bill's lines that do not match, with what paysys has: first against paysys's charges
+    and refunds near the day (parallel hash joins, each hashing paysys's side), then the few not
+    found there by id, anywhere."""
+    near = "%(near_start)s AND {at} < %(near_end)s"
+    charges = _charges_sql(f"c.paid_at >= {near.format(at='c.paid_at')}")
+    refunds = _refunds_sql(f"r.succeeded_at >= {near.format(at='r.succeeded_at')}")
+    anywhere = _items_sql("c.public_id = x.ref", "r.public_id = x.ref", bulk=False)
+    found = {col: f"COALESCE(c.{col}, r.{col})" for col in ("kind", "status", "amount", "fee")}
+    near_class = _class_sql("n", "l").replace("n.kind", found["kind"]).replace("n.status", found["status"])
+    near_class = near_class.replace("n.amount", found["amount"]).replace("n.fee", found["fee"])
+    return f"""
+        SELECT class, x.kind AS item_kind, x.ref, x.trade_no, x.currency, x.kind AS bill_kind,
+               x.status AS bill_status, x.amount AS bill_amount, x.fee AS bill_fee, local.kind AS local_kind,
+               local.status AS local_status, local.amount AS local_amount, local.fee AS local_fee,
+               NULL::date AS neighbour_day
+          FROM (SELECT l.kind, l.status, l.ref, l.trade_no, l.currency, l.amount, l.fee, {found["kind"]} AS near_kind,
+                       {found["status"]} AS near_status, {found["amount"]} AS near_amount, {found["fee"]} AS near_fee
+                  FROM reconciliation_billline l
+                  LEFT JOIN ({charges}) c ON c.ref = l.ref
+                  LEFT JOIN ({refunds}) r ON r.ref = l.ref
+                 WHERE l.bill_id = %(bill)s AND ({near_class} <> 'matched' OR {found["fee"]} IS NULL)
+                OFFSET 0) x  -- (only the few lines that do not match go on)
+          LEFT JOIN LATERAL ({anywhere} LIMIT 1) a ON x.near_kind IS NULL
+         CROSS JOIN LATERAL (SELECT COALESCE(x.near_kind, a.kind) AS kind, COALESCE(x.near_status, a.status) AS status,
+                                    COALESCE(x.near_amount, a.amount) AS amount,
+                                    COALESCE({_fee_sql("x.near_kind", "x.ref", "x.near_fee")}, a.fee) AS fee
+                            ) local
+         CROSS JOIN LATERAL (SELECT {_class_sql("local", "x")} AS class) classified
+         WHERE class <> 'matched'
+    """
+
+
+def _local_side_sql() -> str:
+    """paysys's items that succeeded on the day and are not on the bill: channel_missing, or
+    near a boundary: on the neighbouring day's loaded bill (matched_elsewhere), or held."""
+    own = _items_sql(
+        "c.status = 'succeeded' AND c.paid_at >= %(start)s AND c.paid_at < %(end)s",
+        "r.status = 'succeeded' AND r.succeeded_at >= %(start)s AND r.succeeded_at < %(end)s",
+    )
+    loaded = """(SELECT max(f.id) FROM reconciliation_billfile f
+                  WHERE f.account_id = %(account)s AND f.day = {day} AND f.status = 'loaded')"""
+    return f"""
+        SELECT CASE WHEN neighbour_day IS NULL THEN 'channel_missing'
+                    WHEN nbill IS NULL THEN 'held'
+                    WHEN EXISTS (SELECT 1 FROM reconciliation_billline x WHERE x.bill_id = nbill AND x.ref = o.ref)
+                         THEN 'matched_elsewhere'
+                    ELSE 'channel_missing' END AS class,
+               o.kind AS item_kind, o.ref, ''::text AS trade_no, o.currency, NULL::text AS bill_kind,
+               NULL::text AS bill_status, NULL::bigint AS bill_amount, NULL::bigint AS bill_fee, o.kind AS local_kind,
+               o.status AS local_status, o.amount AS local_amount, {_fee_sql("o.kind", "o.ref", "o.fee")} AS local_fee,
+               o.neighbour_day
+          FROM (SELECT i.*, CASE WHEN i.at < %(early)s THEN %(prev)s::date WHEN i.at >= %(late)s THEN %(next)s::date
+                            END AS neighbour_day
+                  FROM ({own}) i
+                 WHERE NOT EXISTS (SELECT 1 FROM reconciliation_billline x WHERE x.bill_id = %(bill)s AND x.ref = i.ref)
+                OFFSET 0) o
+         CROSS JOIN LATERAL (SELECT CASE o.neighbour_day WHEN %(prev)s THEN {loaded.format(day="%(prev)s")}
+                                                         WHEN %(next)s THEN {loaded.format(day="%(next)s")} END
+                                    AS nbill) neighbour
+    """
+
+
+_TOTALS = """
+    SELECT currency, kind, status, count(*) AS lines, sum(amount) AS amount, sum(fee) AS fee
+      FROM reconciliation_billline WHERE bill_id = %(bill)s GROUP BY currency, kind, status
+"""
+
+# Matched lines of items whose discrepancy an action settled: their money moved then, not again.
+_SETTLED = """
+    SELECT l.kind, l.ref, l.currency, l.amount, l.fee
+      FROM (SELECT DISTINCT ref, item_kind FROM reconciliation_discrepancy
+             WHERE account_id = %(account)s AND settled IS NOT NULL) s
+      JOIN reconciliation_billline l ON l.bill_id = %(bill)s AND l.ref = s.ref AND l.kind = s.item_kind
+"""
+
+_DETAILS = ("class", "item_kind", "ref", "trade_no", "currency", "bill_kind", "bill_status", "bill_amount", "bill_fee",
+            "local_kind", "local_status", "local_amount", "local_fee", "neighbour_day")  # fmt: skip
 
 
 @dataclass
@@ -107,108 +218,153 @@ class MatchResult:
     bill_fee: int = 0
     local_fee: int = 0
     currency: str = ""
+    found: list[dict] = field(default_factory=list)  # every line or item that is not matched
 
 
-def match(*, account_id: int, day: date, bill_id: int, run_id: int) -> MatchResult:
-    """Classifies every item of the day and writes discrepancies and holds (idempotent)."""
+def _params(*, account_id: int, day: date, bill_id: int, run_id: int) -> dict:
     start, end = day_bounds(day)
     window = cross_day_window()
-    params = {
+    return {
         "account": account_id, "day": day, "bill": bill_id, "run": run_id, "start": start, "end": end,
-        "early": start + window, "late": end - window, "prev": day - timedelta(days=1),
-        "next": day + timedelta(days=1),
+        "near_start": start - NEAR, "near_end": end + NEAR, "early": start + window, "late": end - window,
+        "prev": day - timedelta(days=1), "next": day + timedelta(days=1), "first_day": day - timedelta(days=2),
+        "last_day": day + timedelta(days=2),
     }  # fmt: skip
-    loaded = """(SELECT max(f.id) FROM reconciliation_billfile f
-                  WHERE f.account_id = %(account)s AND f.day = {day} AND f.status = 'loaded')"""
+
+
+def match(*, account_id: int, day: date, bill_id: int, run_id: int, supersede: bool = False) -> MatchResult:
+    """Classifies every line and item of the day and writes discrepancies and holds (idempotent).
+
+    `supersede`: the day was run before on another file; its open discrepancies this file does
+    not show any more are resolved (the provider corrected its bill).
+    `MatchResult.cleared`: per currency, the net of the matched lines whose money no discrepancy
+    action has moved already: what the day's bill says the channel settles.
+    """
+    params = _params(account_id=account_id, day=day, bill_id=bill_id, run_id=run_id)
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS recon_result")
-        cursor.execute(
-            f"""
-            CREATE TEMP TABLE recon_result ON COMMIT DROP AS
-            WITH bill_side AS ({_bill_side_sql()}),
-            own AS (
-                SELECT l.*, CASE WHEN l.at < %(early)s THEN %(prev)s::date
-                                 WHEN l.at >= %(late)s THEN %(next)s::date END AS neighbour_day
-                  FROM ({_own_day_sql()}) l
-            ),
-            own_n AS (
-                SELECT own.*, CASE own.neighbour_day WHEN %(prev)s THEN {loaded.format(day="%(prev)s")}
-                                                     WHEN %(next)s THEN {loaded.format(day="%(next)s")} END AS nbill
-                  FROM own
-            ),
-            local_side AS (
-                SELECT CASE WHEN own_n.neighbour_day IS NULL THEN 'channel_missing'
-                            WHEN own_n.nbill IS NULL THEN 'held'
-                            WHEN EXISTS (SELECT 1 FROM reconciliation_billline x
-                                          WHERE x.bill_id = own_n.nbill AND x.ref = own_n.ref) THEN 'matched_elsewhere'
-                            ELSE 'channel_missing' END AS class,
-                       own_n.kind AS item_kind, own_n.ref, ''::text AS trade_no, own_n.currency,
-                       NULL::text AS bill_kind, NULL::bigint AS bill_amount, NULL::bigint AS bill_fee,
-                       own_n.kind AS local_kind, own_n.status AS local_status, own_n.amount AS local_amount,
-                       own_n.fee AS local_fee, own_n.neighbour_day
-                  FROM own_n
-            )
-            SELECT CASE WHEN local_kind IS NULL THEN 'local_missing'
-                        WHEN local_kind <> bill_kind OR local_status <> 'succeeded' THEN 'status_mismatch'
-                        WHEN local_amount <> bill_amount THEN 'amount_mismatch'
-                        WHEN local_fee <> bill_fee THEN 'fee_mismatch'
-                        ELSE 'matched' END AS class,
-                   bill_kind AS item_kind, ref, trade_no, currency, bill_kind, bill_amount, bill_fee,
-                   local_kind, local_status, local_amount, local_fee, NULL::date AS neighbour_day
-              FROM bill_side
-            UNION ALL
-            SELECT * FROM local_side
-            """,
-            params,
-        )
-        cursor.execute("SELECT class, count(*) FROM recon_result GROUP BY class")
-        counts = {name: 0 for name in RESULT_CLASSES} | dict(cursor.fetchall())
-        counts["matched"] = counts.get("matched", 0) + counts.pop("matched_elsewhere", 0)
-        cursor.execute(
-            """
-            INSERT INTO reconciliation_discrepancy
-                (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, bill_amount, bill_fee,
-                 local_kind, local_status, local_amount, local_fee, status, run_id, resolution, created_at)
-            SELECT %(account)s, %(day)s, class, item_kind, ref, trade_no, currency, COALESCE(bill_kind, ''),
-                   bill_amount, bill_fee, COALESCE(local_kind, ''), COALESCE(local_status, ''), local_amount,
-                   local_fee, 'open', %(run)s, '', now()
-              FROM recon_result WHERE class = ANY(%(classes)s)
-            ON CONFLICT (account_id, day, kind, item_kind, ref) DO NOTHING
-            """,
-            {**params, "classes": list(DISCREPANCY_CLASSES)},
-        )
-        cursor.execute(
-            """
-            INSERT INTO reconciliation_crossdayhold
-                (account_id, day, neighbour_day, kind, ref, amount, fee, currency, status, created_at)
-            SELECT %(account)s, %(day)s, neighbour_day, item_kind, ref, local_amount, local_fee, currency, 'held', now()
-              FROM recon_result WHERE class = 'held'
-            ON CONFLICT (account_id, day, kind, ref) DO NOTHING
-            """,
-            params,
-        )
-        cursor.execute(
-            """
-            SELECT currency,
-                   sum(CASE WHEN class = 'matched'
-                            THEN CASE bill_kind WHEN 'payment' THEN bill_amount - bill_fee
-                                                ELSE -(bill_amount - bill_fee) END ELSE 0 END),
-                   sum(CASE bill_kind WHEN 'payment' THEN bill_amount WHEN 'refund' THEN -bill_amount ELSE 0 END),
-                   sum(CASE bill_kind WHEN 'payment' THEN bill_fee WHEN 'refund' THEN -bill_fee ELSE 0 END),
-                   sum(CASE WHEN bill_kind IS NOT NULL AND local_kind IS NOT NULL
-                            THEN CASE local_kind WHEN 'payment' THEN local_fee ELSE -local_fee END ELSE 0 END)
-              FROM recon_result GROUP BY currency ORDER BY count(*) DESC
-            """
-        )
-        result = MatchResult(counts=counts)
-        for currency, cleared, amount, fee, local_fee in cursor.fetchall():
-            result.cleared[currency] = int(cleared or 0)
-            if not result.currency:
-                result.currency, result.bill_amount, result.bill_fee = currency, int(amount or 0), int(fee or 0)
-                result.local_fee = int(local_fee or 0)
-        cursor.execute("DROP TABLE recon_result")
+        cursor.execute(_TOTALS, params)
+        totals = cursor.fetchall()
+        found = []
+        for sql in (_bill_side_sql(), _local_side_sql()):
+            cursor.execute(sql, params)
+            found += [dict(zip(_DETAILS, row, strict=True)) for row in cursor.fetchall()]
+        cursor.execute(_SETTLED, params)
+        settled = cursor.fetchall()
+        result = _result(totals, found, settled)
+        rows = {**params, "found": json.dumps(found, default=str)}
+        _discrepancies_write(cursor, rows)
+        if supersede:
+            _discrepancies_supersede(cursor, rows)
+        _holds_write(cursor, rows)
     holds_settle(account_id=account_id, day=day, run_id=run_id)
     return result
+
+
+def _signed(kind: str | None, value: int | None) -> int:
+    return (value or 0) if kind == "payment" else -(value or 0)
+
+
+def _result(totals: list[tuple], found: list[dict], settled: list[tuple]) -> MatchResult:
+    """The run's figures: the bill's totals, less what did not match (and what was settled)."""
+    result = MatchResult(counts=dict.fromkeys(RESULT_CLASSES, 0), found=found)
+    lines: dict[str, int] = {}
+    net: dict[str, int] = {}
+    by_currency: dict[str, list[int]] = {}  # currency → [bill amount, bill fee, local fee] of succeeded lines
+    for currency, kind, status, n, amount, fee in totals:
+        amount, fee = int(amount), int(fee)  # sum(bigint) is numeric
+        lines[currency] = lines.get(currency, 0) + n
+        result.counts["matched"] += n
+        if status == "succeeded":
+            figures = by_currency.setdefault(currency, [0, 0, 0])
+            figures[0] += _signed(kind, amount)
+            figures[1] += _signed(kind, fee)
+            figures[2] += _signed(kind, fee)  # a matched line's fee is paysys's too; corrected below
+            net[currency] = net.get(currency, 0) + _signed(kind, amount) - _signed(kind, fee)
+    unmatched = set()
+    for row in found:
+        cls, currency = row["class"], row["currency"]
+        if cls == "matched_elsewhere":
+            result.counts["matched"] += 1
+            continue
+        result.counts[cls] += 1
+        if row["bill_kind"] is None:  # paysys's item, not a line
+            continue
+        result.counts["matched"] -= 1
+        unmatched.add((row["bill_kind"], row["ref"]))
+        if row["bill_status"] == "succeeded":
+            figures = by_currency.setdefault(currency, [0, 0, 0])
+            figures[2] += _signed(row["local_kind"], row["local_fee"]) - _signed(row["bill_kind"], row["bill_fee"])
+            net[currency] -= _signed(row["bill_kind"], row["bill_amount"]) - _signed(row["bill_kind"], row["bill_fee"])
+    for kind, ref, currency, amount, fee in settled:
+        if (kind, ref) not in unmatched:
+            net[currency] -= _signed(kind, amount) - _signed(kind, fee)
+    result.cleared = net
+    if lines:  # the run's figures are in its main currency: the one with the most lines
+        result.currency = max(lines, key=lines.get)
+        result.bill_amount, result.bill_fee, result.local_fee = by_currency.get(result.currency, [0, 0, 0])
+    return result
+
+
+_FOUND = """jsonb_to_recordset(%(found)s::jsonb) AS r(class text, currency text, item_kind text, ref text,
+            trade_no text, bill_kind text, bill_status text, bill_amount bigint, bill_fee bigint, local_kind text,
+            local_status text, local_amount bigint, local_fee bigint, neighbour_day date)"""
+
+
+def _discrepancies_write(cursor, params: dict) -> None:
+    cursor.execute(
+        f"""
+        INSERT INTO reconciliation_discrepancy
+            (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, bill_status, bill_amount,
+             bill_fee, local_kind, local_status, local_amount, local_fee, status, run_id, resolution, created_at)
+        SELECT DISTINCT ON (class, item_kind, ref)
+               %(account)s, %(day)s, class, item_kind, ref, trade_no, currency, COALESCE(bill_kind, ''),
+               COALESCE(bill_status, ''), bill_amount, bill_fee, COALESCE(local_kind, ''),
+               COALESCE(local_status, ''), local_amount, local_fee, 'open', %(run)s, '', now()
+          FROM {_FOUND} WHERE class = ANY(%(classes)s)
+        -- Found again on a newer file of the day: an open one takes that file's figures.
+        ON CONFLICT (account_id, day, kind, item_kind, ref) DO UPDATE
+           SET trade_no = EXCLUDED.trade_no, bill_kind = EXCLUDED.bill_kind, bill_status = EXCLUDED.bill_status,
+               bill_amount = EXCLUDED.bill_amount, bill_fee = EXCLUDED.bill_fee,
+               local_kind = EXCLUDED.local_kind, local_status = EXCLUDED.local_status,
+               local_amount = EXCLUDED.local_amount, local_fee = EXCLUDED.local_fee, run_id = EXCLUDED.run_id
+         WHERE reconciliation_discrepancy.status = 'open' AND reconciliation_discrepancy.adjustment_id IS NULL
+        """,
+        {**params, "classes": list(DISCREPANCY_CLASSES)},
+    )
+
+
+def _holds_write(cursor, params: dict) -> None:
+    cursor.execute(
+        f"""
+        INSERT INTO reconciliation_crossdayhold
+            (account_id, day, neighbour_day, kind, ref, amount, fee, currency, status, created_at)
+        SELECT %(account)s, %(day)s, neighbour_day, item_kind, ref, local_amount, local_fee, currency, 'held', now()
+          FROM {_FOUND} WHERE class = 'held'
+        ON CONFLICT (account_id, day, kind, ref) DO NOTHING
+        """,
+        params,
+    )
+
+
+def _discrepancies_supersede(cursor, params: dict) -> None:
+    """Open discrepancies of the day from an earlier file that this run did not find again are
+    resolved, with their audit row. Those under a write-off request stay for the people on it."""
+    cursor.execute(
+        f"""
+        WITH gone AS (
+            UPDATE reconciliation_discrepancy d
+               SET status = 'resolved', resolution = 'not on the newer bill of the day (run ' || %(run)s || ')'
+             WHERE d.account_id = %(account)s AND d.day = %(day)s AND d.status = 'open'
+               AND d.adjustment_id IS NULL AND d.run_id <> %(run)s
+               AND NOT EXISTS (SELECT 1 FROM {_FOUND}
+                                WHERE r.class = d.kind AND r.item_kind = d.item_kind AND r.ref = d.ref)
+            RETURNING d.id
+        )
+        INSERT INTO reconciliation_discrepancyaction (discrepancy_id, action, source, target, by, detail, at)
+        SELECT id, 'superseded', 'open', 'resolved', 'system', jsonb_build_object('run', %(run)s), now() FROM gone
+        """,
+        params,
+    )
 
 
 def holds_settle(*, account_id: int, day: date, run_id: int) -> int:
@@ -232,10 +388,10 @@ def holds_settle(*, account_id: int, day: date, run_id: int) -> int:
             ),
             expired AS (
                 INSERT INTO reconciliation_discrepancy
-                    (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, local_kind, local_status,
-                     local_amount, local_fee, status, run_id, resolution, created_at)
-                SELECT %(account)s, day, 'channel_missing', kind, ref, '', currency, '', kind, 'succeeded', amount, fee,
-                       'open', %(run)s, '', now()
+                    (account_id, day, kind, item_kind, ref, trade_no, currency, bill_kind, bill_status, local_kind,
+                     local_status, local_amount, local_fee, status, run_id, resolution, created_at)
+                SELECT %(account)s, day, 'channel_missing', kind, ref, '', currency, '', '', kind, 'succeeded', amount,
+                       fee, 'open', %(run)s, '', now()
                   FROM due WHERE NOT found
                 ON CONFLICT (account_id, day, kind, item_kind, ref) DO NOTHING
             )
@@ -246,41 +402,3 @@ def holds_settle(*, account_id: int, day: date, run_id: int) -> int:
             params,
         )
         return cursor.rowcount
-
-
-def internal_problems(*, account_id: int, day: date, limit: int = 100) -> list[str]:
-    """Succeeded charges and refunds of the day without their ledger entry, and the account's
-    entries of the day without a succeeded charge or refund."""
-    start, end = day_bounds(day)
-    params = {"account": account_id, "start": start, "end": end, "limit": limit}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            (SELECT 'charge ' || c.public_id || ' succeeded without a payment.succeeded entry'
-               FROM payments_charge c
-              WHERE c.channel_account_id = %(account)s AND c.status = 'succeeded'
-                AND c.paid_at >= %(start)s AND c.paid_at < %(end)s
-                AND NOT EXISTS (SELECT 1 FROM ledger_journalentry e
-                                 WHERE e.event_type = 'payment.succeeded' AND e.reference = c.public_id)
-              LIMIT %(limit)s)
-            UNION ALL
-            (SELECT 'refund ' || r.public_id || ' succeeded without a refund.succeeded entry'
-               FROM payments_refund r JOIN payments_charge c ON c.id = r.charge_id
-              WHERE c.channel_account_id = %(account)s AND r.status = 'succeeded'
-                AND r.succeeded_at >= %(start)s AND r.succeeded_at < %(end)s
-                AND NOT EXISTS (SELECT 1 FROM ledger_journalentry e
-                                 WHERE e.event_type = 'refund.succeeded' AND e.reference = r.public_id)
-              LIMIT %(limit)s)
-            UNION ALL
-            (SELECT 'entry ' || e.event_type || ' ' || e.reference || ' has no succeeded charge or refund'
-               FROM ledger_journalentry e
-              WHERE e.channel_account_id = %(account)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
-                AND ((e.event_type = 'payment.succeeded' AND NOT EXISTS (
-                        SELECT 1 FROM payments_charge c WHERE c.public_id = e.reference AND c.status = 'succeeded'))
-                  OR (e.event_type = 'refund.succeeded' AND NOT EXISTS (
-                        SELECT 1 FROM payments_refund r WHERE r.public_id = e.reference AND r.status = 'succeeded')))
-              LIMIT %(limit)s)
-            """,
-            params,
-        )
-        return [row[0] for row in cursor.fetchall()]

@@ -63,12 +63,13 @@ class BillFileSource(models.TextChoices):
 
 
 class BillFile(models.Model):
-    """A raw bill file as received, kept under VAR_DIR/bills/<sha256>; never processed twice."""
+    """A raw bill file as received for one account and day, kept under VAR_DIR/bills/<sha256>;
+    the same file for the same account and day is never processed twice."""
 
     account = models.ForeignKey(ChannelAccount, on_delete=models.PROTECT, related_name="+")
     day = models.DateField()
     file_name = models.CharField(max_length=255)
-    sha256 = models.CharField(max_length=64, unique=True)
+    sha256 = models.CharField(max_length=64)
     size = models.BigIntegerField()
     source = models.CharField(max_length=16, choices=BillFileSource.choices)
     status = models.CharField(max_length=16, choices=BillFileStatus.choices, default=BillFileStatus.STORED)
@@ -78,7 +79,7 @@ class BillFile(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["account", "day"], name="recon_billfile_day")]
+        constraints = [models.UniqueConstraint(fields=["account", "day", "sha256"], name="recon_billfile_once")]
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.status})"
@@ -86,11 +87,13 @@ class BillFile(models.Model):
 
 class BillLine(models.Model):
     """One standard bill line, loaded with COPY. `ref` is what it matches on: paysys's refund id
-    on a refund line that names one, else paysys's charge id."""
+    on a refund line that names one, else paysys's charge id.
 
-    bill = models.ForeignKey(BillFile, on_delete=models.CASCADE, related_name="+", db_index=False)
-    account_id = models.BigIntegerField()
-    day = models.DateField()
+    No foreign-key constraint on `bill`: checking it costs as much as loading the lines (a
+    deferred check per row at commit), and only bill_lines_copy writes lines, with the bill of
+    its own transaction. The account and day are the bill's."""
+
+    bill = models.ForeignKey(BillFile, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     kind = models.CharField(max_length=8)
     ref = models.CharField(max_length=64)
     trade_no = models.CharField(max_length=64)
@@ -137,7 +140,8 @@ class ReconRun(models.Model):
     bill_fee = models.BigIntegerField(default=0, help_text="channel fees on the bill, net of refunded fees")
     local_fee = models.BigIntegerField(default=0, help_text="channel fees paysys computed, same items")
     platform_fee = models.BigIntegerField(default=0, help_text="paysys's platform fees on the day's charges")
-    cleared_to_bank = models.BigIntegerField(default=0)
+    cleared_to_bank = models.BigIntegerField(default=0, help_text="moved to bank by this run (main currency)")
+    cleared = models.JSONField(default=dict, blank=True, help_text="moved to bank by this run, per currency")
     currency = models.CharField(max_length=3, blank=True, default="")
     by = models.CharField(max_length=150, default="system")
     started_at = models.DateTimeField(default=timezone.now)
@@ -201,6 +205,9 @@ class Discrepancy(ConcurrentTransitionMixin, models.Model):
     trade_no = models.CharField(max_length=64, blank=True, default="")
     currency = models.CharField(max_length=3)
     bill_kind = models.CharField(max_length=8, blank=True, default="")
+    bill_status = models.CharField(
+        max_length=16, blank=True, default="", help_text="succeeded, or what else the bill says"
+    )
     bill_amount = models.BigIntegerField(null=True, blank=True)
     bill_fee = models.BigIntegerField(null=True, blank=True)
     local_kind = models.CharField(max_length=8, blank=True, default="")
@@ -210,6 +217,9 @@ class Discrepancy(ConcurrentTransitionMixin, models.Model):
     status = FSMField(choices=DiscrepancyStatus.choices, default=DiscrepancyStatus.OPEN, protected=True)
     run = models.ForeignKey(ReconRun, on_delete=models.PROTECT, related_name="discrepancies")
     adjustment_id = models.BigIntegerField(null=True, blank=True, help_text="the write-off (ledger adjustment)")
+    settled = models.BigIntegerField(
+        null=True, blank=True, help_text="what closing it moved from channel clearing to bank; empty: no money moved"
+    )
     resolution = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -227,9 +237,14 @@ class Discrepancy(ConcurrentTransitionMixin, models.Model):
         return f"{self.kind} {self.ref} ({self.status})"
 
     @property
+    def bill_net(self) -> int:
+        """What the channel settles for the item by its bill: nothing for a line it says did not succeed."""
+        return net(self.bill_kind if self.bill_status in ("succeeded", "") else "", self.bill_amount, self.bill_fee)
+
+    @property
     def difference(self) -> int:
         """What the channel's net says minus what paysys's net says (minor units, signed)."""
-        return net(self.bill_kind, self.bill_amount, self.bill_fee) - net(
+        return self.bill_net - net(
             self.local_kind if self.local_status in ("succeeded", "") else "", self.local_amount, self.local_fee
         )
 

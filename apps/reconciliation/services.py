@@ -5,6 +5,11 @@ transaction covers everything it changes: a malformed bill rolls the whole run b
 bill file is flagged `invalid` and the run `failed` with the parser's message, in their own
 small transaction. A bill already loaded and matched is not processed again: the run returns the
 earlier one (re-running or re-uploading the same file changes nothing).
+
+Money moves from channel clearing to bank once per item, however many files a day has: each
+run posts only the difference between what its file says the channel settles and what the
+day's earlier runs moved (`ReconRun.cleared`). Runs of one account and day, and the discrepancy
+actions that move money, are serialized by a lock on the day's bill files (`day_lock`).
 """
 
 from collections.abc import Callable
@@ -16,15 +21,19 @@ from django.utils import timezone
 from apps.channels.adapters.base import BillInvalid
 from apps.channels.models import ChannelAccount
 from apps.channels.services import adapter_for
-from apps.ledger.accounts import AccountKey
-from apps.ledger.journal import Line, journal_post
-from apps.reconciliation import matching
+from apps.ledger.services import channel_settlement_post
+from apps.reconciliation import checks, matching
 from apps.reconciliation.bills import bill_download, bill_path
 from apps.reconciliation.exceptions import BillFileInvalid
 from apps.reconciliation.loading import bill_lines_copy
 from apps.reconciliation.models import BillFile, BillFileStatus, BillLine, ReconRun, ReconRunStatus
 
-CLEARING_EVENT = "recon.clearing"
+# For the run's transaction only. The check and match statements look costly to the planner: JIT
+# would spend seconds compiling them and save nothing on hash joins. They return few rows out of
+# a million joined in parallel, which the default cost of a row through a Gather hides. A hash of
+# a day's items (a million: ~100 MB) fits in one batch in work_mem × hash_mem_multiplier × the
+# participants (leader and two workers), instead of spilling in 16 batches at the default 4 MB.
+RUN_SETTINGS = ("SET LOCAL jit = off", "SET LOCAL parallel_tuple_cost = 0.001", "SET LOCAL work_mem = '32MB'")
 STAGES = ("load", "internal check", "match", "post")
 
 # progress(stage, advance, total): a stage's total is known when it starts (None for the load).
@@ -42,24 +51,16 @@ def bill_for(*, account: ChannelAccount, day: date) -> BillFile:
 
 
 def clearing_post(*, account: ChannelAccount, currency: str, net: int, reference: str, description: str) -> None:
-    """What the channel settles moves from channel_clearing to bank (once per reference).
-
-    Reconciliation posts through the ledger's engine: the ledger has no service for this event
-    yet (a ledger-owned `channel_settlement_post` should replace this call).
-    """
-    if not net:
-        return
-    journal_post(
-        event_type=CLEARING_EVENT,
-        reference=reference[:96],
-        livemode=account.livemode,
-        lines=[
-            Line.debit(AccountKey("bank", 0, currency), net),
-            Line.credit(AccountKey("channel_clearing", account.pk, currency), net),
-        ],
-        channel_account_id=account.pk,
+    """What the channel settles moves from its channel_clearing to bank (once per reference)."""
+    channel_settlement_post(
+        reference=reference, livemode=account.livemode, channel_account_id=account.pk, currency=currency, amount=net,
         description=description,
-    )
+    )  # fmt: skip
+
+
+def day_lock(*, account_id: int, day: date) -> None:
+    """Locks the account's bill files of the day (pk order): one run or money action at a time."""
+    list(BillFile.objects.select_for_update().filter(account_id=account_id, day=day).order_by("pk").values("pk"))
 
 
 def recon_run(
@@ -67,13 +68,15 @@ def recon_run(
 ) -> ReconRun:
     """Reconciles one account and day; BillFileInvalid after flagging a malformed bill."""
     bill = bill or bill_for(account=account, day=day)
-    earlier = ReconRun.objects.filter(bill=bill, status=ReconRunStatus.DONE).order_by("-id").first()
-    if bill.status == BillFileStatus.LOADED and earlier is not None:
-        return earlier
-    if bill.status == BillFileStatus.INVALID:
-        raise BillFileInvalid(f"bill {bill.file_name} ({bill.sha256[:12]}) is invalid: {bill.error}")
     try:
         with transaction.atomic():
+            day_lock(account_id=account.pk, day=day)
+            bill.refresh_from_db()
+            earlier = ReconRun.objects.filter(bill=bill, status=ReconRunStatus.DONE).order_by("-id").first()
+            if bill.status == BillFileStatus.LOADED and earlier is not None:
+                return earlier
+            if bill.status == BillFileStatus.INVALID:
+                raise BillFileInvalid(f"bill {bill.file_name} ({bill.sha256[:12]}) is invalid: {bill.error}")
             run = ReconRun.objects.create(account=account, day=day, bill=bill, by=by)
             _run(run, bill, account, day, progress)
     except BillInvalid as exc:
@@ -90,12 +93,13 @@ def recon_run(
 
 def _run(run: ReconRun, bill: BillFile, account: ChannelAccount, day: date, progress: Progress) -> None:
     with connection.cursor() as cursor:
-        # The check and match statements are costed high (correlated subqueries per refund): JIT
-        # would spend seconds compiling them and save nothing on hash joins.
-        cursor.execute("SET LOCAL jit = off")
+        for setting in RUN_SETTINGS:
+            cursor.execute(setting)
     # A newer file for the same day supersedes the lines of the older ones.
-    BillLine.objects.filter(account_id=account.pk, day=day).exclude(bill=bill).delete()
-    BillLine.objects.filter(bill=bill).delete()
+    BillLine.objects.filter(bill__in=BillFile.objects.filter(account=account, day=day).values("pk")).delete()
+    earlier_runs = list(
+        ReconRun.objects.filter(account=account, day=day, status=ReconRunStatus.DONE).values_list("cleared", flat=True)
+    )
     progress("load", 0, None)
     with open(bill_path(bill), "rb") as source:
         lines = bill_lines_copy(
@@ -104,30 +108,43 @@ def _run(run: ReconRun, bill: BillFile, account: ChannelAccount, day: date, prog
     BillFile.objects.filter(pk=bill.pk).update(status=BillFileStatus.LOADED, line_count=lines, error="")
     bill.status = BillFileStatus.LOADED
     progress("internal check", 0, 1)
-    problems = matching.internal_problems(account_id=account.pk, day=day)
+    problems = checks.internal_problems(account_id=account.pk, day=day)
     progress("internal check", 1, 1)
     progress("match", 0, 1)
-    result = matching.match(account_id=account.pk, day=day, bill_id=bill.pk, run_id=run.pk)
+    result = matching.match(
+        account_id=account.pk, day=day, bill_id=bill.pk, run_id=run.pk, supersede=bool(earlier_runs)
+    )
     progress("match", 1, 1)
-    progress("post", 0, len(result.cleared))
-    cleared = 0
-    for currency, net in result.cleared.items():
+    moved = _clearing_moves(result.cleared, earlier_runs)
+    progress("post", 0, len(moved))
+    for currency, amount in moved.items():
         clearing_post(
-            account=account, currency=currency, net=net, reference=f"{account.pk}:{day}:{currency}:{bill.sha256[:16]}",
+            account=account, currency=currency, net=amount,
+            reference=f"{account.pk}:{day}:{currency}:{bill.sha256[:16]}",
             description=f"matched on the {account.provider} bill of {day}",
         )  # fmt: skip
-        cleared += net if currency == result.currency else 0
-        progress("post", 1, len(result.cleared))
+        progress("post", 1, len(moved))
     counts = result.counts
     ReconRun.objects.filter(pk=run.pk).update(
         status=ReconRunStatus.DONE, lines=lines, matched=counts["matched"], held=counts["held"],
         local_missing=counts["local_missing"], channel_missing=counts["channel_missing"],
         amount_mismatch=counts["amount_mismatch"], status_mismatch=counts["status_mismatch"],
         fee_mismatch=counts["fee_mismatch"], internal_problems=problems, bill_amount=result.bill_amount,
-        bill_fee=result.bill_fee, local_fee=result.local_fee, cleared_to_bank=cleared, currency=result.currency,
-        finished_at=timezone.now(),
+        bill_fee=result.bill_fee, local_fee=result.local_fee, cleared_to_bank=moved.get(result.currency, 0),
+        cleared=moved, currency=result.currency, finished_at=timezone.now(),
     )  # fmt: skip
     run.refresh_from_db()
+
+
+def _clearing_moves(settles: dict[str, int], earlier_runs: list[dict]) -> dict[str, int]:
+    """Per currency: what this file says the channel settles for the day, less what the day's
+    earlier runs moved already (negative when a newer file takes an item back)."""
+    moved: dict[str, int] = {}
+    for cleared in earlier_runs:
+        for currency, amount in cleared.items():
+            moved[currency] = moved.get(currency, 0) + amount
+    deltas = {currency: settles.get(currency, 0) - moved.get(currency, 0) for currency in {*settles, *moved}}
+    return {currency: delta for currency, delta in sorted(deltas.items()) if delta}
 
 
 def recon_run_all(*, day: date, by: str = "system", progress: Progress = _noop) -> list[tuple[ChannelAccount, object]]:

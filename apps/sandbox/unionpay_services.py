@@ -497,13 +497,17 @@ def _fee(amount: int) -> int:
     return int((Decimal(amount) * FEE_RATE).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+CANCEL = "31"  # 消费撤销: a consume reversed in full (paysys never asks for one; a bill fault shows one)
+TXN_CODES = {UnionPayTxnType.CONSUME: "S22", UnionPayTxnType.REFUND: "S30", CANCEL: "S31"}  # [UNCONFIRMED values]
+
+
 def _zm_values(txn: UnionPayTxn, *, amount: int, fee: int) -> list[str]:
-    """One ZM line's 42 values for a settled consume or refund (PROVIDERS.md C5 field order)."""
-    refund = txn.txn_type == UnionPayTxnType.REFUND
-    orig = txn.orig if refund else None
-    net = -(amount - fee) if refund else amount - fee
+    """One ZM line's 42 values for a settled consume, refund or cancel (PROVIDERS.md C5 field order)."""
+    reversal = txn.txn_type != UnionPayTxnType.CONSUME  # the money goes back: C, the original is named
+    orig = txn.orig if reversal else None
+    net = -(amount - fee) if reversal else amount - fee
     values = [""] * len(proto.ZM_WIDTHS)
-    values[0] = "S30" if refund else "S22"  # 交易代码 [UNCONFIRMED values]
+    values[0] = TXN_CODES[txn.txn_type]  # 交易代码
     values[1] = "00000000"  # 代理机构标识码
     values[2] = "00000000"  # 发送机构标识码
     values[3] = txn.trace_no
@@ -518,8 +522,8 @@ def _zm_values(txn: UnionPayTxn, *, amount: int, fee: int) -> list[str]:
     values[12] = "01"
     values[13] = orig.trace_no if orig else ""
     values[14] = orig.trace_time if orig else ""
-    values[15] = ("C" if refund else "D") + f"{fee:012d}"  # the merchant pays (D) or gets back (C) the fee
-    values[16] = ("C" if refund else "D") + f"{amount:012d}"
+    values[15] = ("C" if reversal else "D") + f"{fee:012d}"  # the merchant pays (D) or gets back (C) the fee
+    values[16] = ("C" if reversal else "D") + f"{amount:012d}"
     values[19] = txn.txn_type
     values[20] = txn.txn_sub_type
     values[21] = txn.biz_type
@@ -530,9 +534,23 @@ def _zm_values(txn: UnionPayTxn, *, amount: int, fee: int) -> list[str]:
     return values
 
 
+def _cancel_of(txn: UnionPayTxn) -> UnionPayTxn:
+    """The 消费撤销 (cancel) of a consume, as a ZM line would show it (never stored)."""
+    at = txn.completed_at or timezone.now()
+    return UnionPayTxn(
+        merchant=txn.merchant, order_id=proto.random_digits(24), txn_time=proto.format_time(at), txn_type=CANCEL,
+        txn_sub_type="00", channel_type=txn.channel_type, txn_amt=txn.txn_amt, orig=txn, acc_no=txn.acc_no,
+        **_new_trace(at),
+    )  # fmt: skip
+
+
 def unionpay_bill(*, merchant: UnionPayMerchant, settle_date: date) -> tuple[str, str]:
     """(fileName, fileContent) of the day's reconciliation archive; UnionPayError 98 before the
-    day has begun. Bill faults (missing, extra, altered line) fire once per generated file."""
+    day has begun. Bill faults (missing, extra, altered line), per merId or orderId: a missing
+    line drops the transaction; an altered one changes its amount or fee by params.delta fen
+    (default 1), or for params.field `status` lists a consume as cancelled (消费撤销, txnType 31,
+    its own orderId, the consume's in 原始交易订单号) instead of settled; an extra line is a consume
+    nobody made (params.amount fen, default 100; params.order_id)."""
     today = timezone.now().astimezone(proto.UNIONPAY_TZ).date()
     if settle_date > today:
         raise UnionPayError("98", "文件不存在")
@@ -550,9 +568,12 @@ def unionpay_bill(*, merchant: UnionPayMerchant, settle_date: date) -> tuple[str
         fault = fault_for(FaultKind.BILL_ALTERED_LINE, merchant=merchant, order_id=txn.order_id)
         if fault is not None:
             delta = int(fault.params.get("delta", 1))
-            if fault.params.get("field") == "fee":
+            field = fault.params.get("field") or "amount"
+            if field == "fee":
                 entries[index] = (txn, amount, fee + delta)
-            else:  # amount (and status, which a ZM line does not carry: the amount changes instead)
+            elif field == "status" and txn.txn_type == UnionPayTxnType.CONSUME:
+                entries[index] = (_cancel_of(txn), amount, fee)
+            elif field == "amount":
                 entries[index] = (txn, amount + delta, fee)
             break
     lines = [proto.zm_line(_zm_values(txn, amount=amount, fee=fee)) for txn, amount, fee in entries]

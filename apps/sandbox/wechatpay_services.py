@@ -605,18 +605,22 @@ def _bill_fault_target(rows: list[dict[str, str]], kind: str, mchid: str):
 
 
 def _apply_bill_faults(rows: list[dict[str, str]], merchant: WechatpayMerchant, day_start: datetime) -> None:
+    """Bill faults, per mchid or out_trade_no: an altered payment line (params.field `amount` or
+    `fee`, changed by params.delta fen, default 1; `status`: REVOKED), a missing line, an extra
+    payment nobody made (params.amount fen, default 100; params.out_trade_no)."""
     mchid = merchant.mchid
     altered = _bill_fault_target(rows, FaultKind.BILL_ALTERED_LINE, mchid)
     if altered is not None:
         index, fault = altered
         field = str(fault.params.get("field") or "amount")
+        delta = Decimal(int(fault.params.get("delta", 1))).scaleb(-2)  # fen
         row = dict(rows[index])
         if field == "fee":
-            row["手续费"] = f"{Decimal(row['手续费']) + Decimal('0.01'):.5f}"
+            row["手续费"] = f"{Decimal(row['手续费']) + delta:.5f}"
         elif field == "status":
             row["交易状态"] = "REVOKED"
         else:
-            changed = f"{Decimal(row['应结订单金额']) + Decimal('0.01'):.2f}"
+            changed = f"{Decimal(row['应结订单金额']) + delta:.2f}"
             row["应结订单金额"] = row["订单金额"] = changed
         rows[index] = row
     missing = _bill_fault_target(rows, FaultKind.BILL_MISSING_LINE, mchid)

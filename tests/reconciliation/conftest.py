@@ -1,20 +1,24 @@
-"""Reconciliation against bills the Alipay sandbox publishes (T+1): a day of business is made
-through the API and the sandbox, then moved back in time on both sides with SQL."""
+"""Reconciliation against the bills each sandbox publishes: a day of business is made through the
+merchant API and the sandbox over HTTP, then moved back in time on both sides with SQL.
+
+`kit` is parametrized over the three provider formats; a test meant for one provider only asks
+for it with `@pytest.mark.parametrize("kit", ["alipay"], indirect=True)`.
+"""
 
 import importlib
-import io
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
-import requests
-from django.db import connection
+from django.core.management import call_command
 from django.utils import timezone
 
-from apps.ledger.models import FeePlan
+from apps.ledger.models import JournalEntry, Posting
 from apps.payments.models import Charge, ChargeStatus
 from apps.reconciliation.matching import bill_zone
-from tests.support import charge_payload
+from apps.reconciliation.models import BillFile, BillLine, CrossDayHold, Discrepancy, ReconRun
+from tests.reconciliation.kits import Kit, alipay_kit, channel_cost_plan, unionpay_kit, wechatpay_kit
+
+PROVIDERS = ["alipay", "wechatpay", "unionpay"]
 
 
 @pytest.fixture
@@ -34,77 +38,60 @@ def bills_dir(tmp_path, settings):
     return settings.PAYSYS_RECON_BILLS_DIR
 
 
-@pytest.fixture
-def alipay(sandbox_alipay, bills_dir, celery_eager):
-    """The sandbox account, with the channel's real cost (0.6 %, half-up, returned on refunds)."""
-    account, created = sandbox_alipay
-    FeePlan.objects.create(
-        name="alipay cost", kind="channel", owner_type="channel_account", owner_id=account.pk, currency="CNY",
-        rate=Decimal("0.006"), rounding="ROUND_HALF_UP", refund_returns_fee=True,
-    )  # fmt: skip
-    return account, created
+@pytest.fixture(params=PROVIDERS)
+def kit(request, live_server, settings, transactional_db, bills_dir, celery_eager) -> Kit:
+    """The provider's sandbox account, reached over HTTP, with the channel's real cost plan."""
+    settings.PAYSYS_PUBLIC_URL = live_server.url
+    if request.param == "alipay":
+        account, created = request.getfixturevalue("sandbox_alipay")
+        made = alipay_kit(account, created.credentials())
+    elif request.param == "wechatpay":
+        made = wechatpay_kit(live_server)
+    else:
+        made = unionpay_kit(live_server)
+    channel_cost_plan(made.account)
+    return made
 
 
 def today():
     return timezone.now().astimezone(bill_zone()).date()
 
 
-def create_and_pay(api, merchant, order_no: str, amount: int) -> dict:
-    response = api.post("/v1/charges", charge_payload(merchant, order_no=order_no, amount=amount))
-    assert response.status_code == 200, response.content
-    charge = response.json()
-    answer = requests.post(charge["credential"]["alipay_qr"], data={"result": "success"}, timeout=10)
-    assert answer.status_code == 200
-    return charge
-
-
-def refund(api, charge_id: str, amount: int) -> dict:
-    response = api.post(f"/v1/charges/{charge_id}/refunds", {"amount": amount, "description": "r"})
-    assert response.status_code == 200, response.content
-    assert response.json()["status"] == "succeeded"
-    return response.json()
-
-
-def shift_days(days: int) -> None:
-    """What both systems recorded today happened `days` days ago (the sandbox and paysys alike).
-
-    Ledger entries are append-only and keep their dates: reconciliation finds them by reference.
-    """
-    interval = f"interval '{days} day'"
-    with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE sandbox_alipayapp SET created_at = created_at - {interval}")
-        cursor.execute(
-            f"UPDATE sandbox_alipaytrade SET created_at = created_at - {interval}, paid_at = paid_at - {interval}"
-        )
-        cursor.execute(f"UPDATE sandbox_alipayrefund SET refunded_at = refunded_at - {interval}")
-        cursor.execute(
-            f"UPDATE payments_charge SET paid_at = paid_at - {interval}, created_at = created_at - {interval}"
-        )
-        cursor.execute(f"UPDATE payments_refund SET succeeded_at = succeeded_at - {interval}")
-
-
-def move_paid_at(charge_public_id: str, *, local, sandbox) -> None:
-    """Sets one payment's time on each side (the cross-day tests)."""
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE payments_charge SET paid_at = %s WHERE public_id = %s", [local, charge_public_id])
-        cursor.execute(
-            "UPDATE sandbox_alipaytrade SET paid_at = %s WHERE out_trade_no = %s", [sandbox, charge_public_id]
-        )
-
-
 @pytest.fixture
-def day_of_business(alipay, api, merchant):
+def day_of_business(kit, api, merchant):
     """Three payments (7.50, 0.50, 100.00) and two refunds (2.50 of the first, all of the third),
-    all moved to yesterday. Returns the charges' ids and the day."""
-    a = create_and_pay(api, merchant, "recon0001", 750)
-    b = create_and_pay(api, merchant, "recon0002", 50)
-    c = create_and_pay(api, merchant, "recon0003", 10000)
-    r1 = refund(api, a["id"], 250)
-    r2 = refund(api, c["id"], 10000)
+    all moved to yesterday. Returns the charges' and refunds' ids and the day."""
+    a = kit.pay(api, merchant, "recon0001", 750)
+    b = kit.pay(api, merchant, "recon0002", 50)
+    c = kit.pay(api, merchant, "recon0003", 10000)
+    r1 = kit.refund(api, a, 250)
+    r2 = kit.refund(api, c, 10000)
     assert Charge.objects.filter(status=ChargeStatus.SUCCEEDED).count() == 3
-    shift_days(1)
-    return {"charges": [a["id"], b["id"], c["id"]], "refunds": [r1["id"], r2["id"]], "day": today() - timedelta(days=1)}
+    kit.shift_days(1)
+    return {"charges": [a, b, c], "refunds": [r1, r2], "day": today() - timedelta(days=1)}
 
 
-def upload_bytes(content: bytes) -> io.BytesIO:
-    return io.BytesIO(content)
+# --- what the tests look at ----------------------------------------------------------------------
+
+
+def state():
+    """Everything a run may change, to assert that a second run or a bad file changed nothing."""
+    return (
+        BillFile.objects.count(), BillLine.objects.count(), ReconRun.objects.filter(status="done").count(),
+        Discrepancy.objects.count(), CrossDayHold.objects.count(), JournalEntry.objects.count(),
+        Posting.objects.count(),
+    )  # fmt: skip
+
+
+def discrepancies():
+    return sorted(
+        (d.kind, d.ref, d.bill_amount, d.local_amount, d.bill_fee, d.local_fee) for d in Discrepancy.objects.all()
+    )
+
+
+def balance(account_type: str) -> int:
+    return sum(Posting.objects.filter(account__type=account_type).values_list("amount", flat=True))
+
+
+def ledger_ok():
+    call_command("ledger_check")  # SystemExit on any violated invariant

@@ -2,6 +2,7 @@
 
 from datetime import time, timedelta
 
+import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
@@ -9,12 +10,13 @@ from apps.reconciliation.downloads import bill_download_attempt, bill_downloads_
 from apps.reconciliation.models import BillDownload, BillFile, BillSchedule, ReconRun
 from apps.reconciliation.resources import ChannelFeeResource, DailySummaryResource, DiscrepancyResource
 from apps.reconciliation.services import recon_run
-from apps.sandbox.faults import fault_set
 from tests.reconciliation.conftest import today
 
+pytestmark = pytest.mark.parametrize("kit", ["alipay"], indirect=True)
 
-def test_a_bill_not_published_yet_is_retried_with_backoff_then_left_for_manual_handling(alipay):
-    account, _ = alipay
+
+def test_a_bill_not_published_yet_is_retried_with_backoff_then_left_for_manual_handling(kit):
+    account = kit.account
     BillSchedule.objects.create(account=account, bill_time=time(0, 0), deadline_hours=1)
     assert bill_downloads_open() == 1
     assert bill_downloads_open() == 0  # once per day
@@ -36,8 +38,8 @@ def test_a_bill_not_published_yet_is_retried_with_backoff_then_left_for_manual_h
     assert BillFile.objects.count() == 0
 
 
-def test_a_due_download_fetches_and_reconciles_the_bill(alipay, day_of_business):
-    account, _ = alipay
+def test_a_due_download_fetches_and_reconciles_the_bill(kit, day_of_business):
+    account = kit.account
     BillSchedule.objects.create(account=account, bill_time=time(0, 0))
     bill_downloads_open()
 
@@ -47,10 +49,9 @@ def test_a_due_download_fetches_and_reconciles_the_bill(alipay, day_of_business)
     assert ReconRun.objects.get().matched == 5
 
 
-def test_finance_exports_summary_fees_and_discrepancies(alipay, day_of_business, finance_group):
-    account, created = alipay
-    fault_set(provider="alipay", kind="bill_altered_line", merchant_ref=created.app.app_id,
-              out_trade_no=day_of_business["charges"][2], params={"field": "fee", "delta": 4})  # fmt: skip
+def test_finance_exports_summary_fees_and_discrepancies(kit, day_of_business, finance_group):
+    account = kit.account
+    kit.altered_line(day_of_business["charges"][2], "fee", 4)
     recon_run(account=account, day=day_of_business["day"])
 
     summary = DailySummaryResource().export()

@@ -9,7 +9,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from moneyed import Money
 
@@ -107,25 +107,30 @@ class BillLineKind(enum.StrEnum):
     REFUND = "refund"
 
 
-@dataclass(frozen=True)
-class BillLine:
+class BillLine(NamedTuple):
     """One line of a provider's daily bill, in paysys's standard form.
 
-    Amounts are positive Money for both kinds; `kind` says which way money moved. `out_trade_no`
-    is paysys's charge id; `out_refund_no` is paysys's refund id on refund lines.
+    Bulk data: a bill has up to millions of lines, each going straight into set-based SQL in
+    minor units. So a line is a tuple of plain values, with integer minor units, not a dataclass
+    with Money (that alone would cost more than loading the line into PostgreSQL).
+
+    `kind` is a BillLineKind value and says which way money moved; `amount` and `fee` are positive
+    minor units of `currency` (ISO code). `status` is what the provider states of the payment or
+    refund, in paysys's words (PaymentStatus / RefundStatus values: `succeeded`, `closed`,
+    `pending` …). `out_trade_no` is paysys's charge id; `out_refund_no` paysys's refund id on
+    refund lines; `trade_no` / `refund_no` are the provider's.
     """
 
-    provider: str
-    account_id: int
-    trade_no: str
+    kind: str
     out_trade_no: str
-    kind: BillLineKind
-    amount: Money
-    fee: Money
+    out_refund_no: str
+    trade_no: str
+    refund_no: str
+    amount: int
+    fee: int
+    currency: str
     status: str
     occurred_at: datetime
-    out_refund_no: str = ""
-    refund_no: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,7 +226,9 @@ class ChannelAdapter(abc.ABC):
 
     @abc.abstractmethod
     def parse_bill(self, source: BinaryIO) -> Iterator[BillLine]:
-        """Streams standard bill lines out of a raw bill file; BillInvalid on a malformed file."""
+        """Streams standard bill lines out of a raw bill file, one at a time (never the whole file
+        in memory); BillInvalid, possibly after some lines, on a truncated, malformed or
+        wrongly encoded file. Its message starts with the provider's name."""
 
     @abc.abstractmethod
     def notification_ack(self) -> ProviderReply: ...

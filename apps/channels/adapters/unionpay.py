@@ -79,6 +79,8 @@ FILE_HOSTS = {  # the file host beside UnionPay's own gateways (acpsdk.fileTrans
     "gateway.95516.com": "https://filedownload.95516.com/",
     "gateway.test.95516.com": "https://filedownload.test.95516.com/",
 }
+CANCEL = "31"  # 消费撤销: a consume reversed in full on its day
+PAYMENT, REFUND = BillLineKind.PAYMENT.value, BillLineKind.REFUND.value
 ZM_NAME = re.compile(r"INN(\d{6})88ZM_\w+$")
 ZM_WIDTHS = (3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2, 4, 32, 1, 21, 15, 1, 15,
              32, 13, 13, 8, 32, 13, 13, 12, 2, 1, 32, 98)  # fmt: skip
@@ -544,11 +546,17 @@ class UnionPayAdapter(ChannelAdapter):
         return answer.get("fileName") or f"{self.mer_id}_{bill_date.strftime('%Y%m%d')}.zip"
 
     def parse_bill(self, source: BinaryIO) -> Iterator[BillLine]:
-        """Streams the ZM file's lines (GBK, fixed width, `\\r\\n`) out of the downloaded zip."""
+        """Streams the ZM file's lines (GBK, fixed width, `\\r\\n`) out of the downloaded zip.
+
+        Consumes (txnType 01) are payments and refunds (04) refunds, both succeeded: the file lists
+        only what settled. A cancel (31, 消费撤销) is the original consume's payment line with status
+        `closed`. Other transaction types are not paysys's and are skipped. The ZM file has no
+        totals: a file cut at a line's end cannot be told from a complete one.
+        """
         try:
             archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise BillInvalid("unionpay bill is not a zip archive") from exc
+            raise BillInvalid(f"unionpay bill is not a zip archive ({exc})") from exc
         with archive:
             members = [(ZM_NAME.search(name), name) for name in archive.namelist()]
             members = [(match, name) for match, name in members if match]
@@ -559,60 +567,61 @@ class UnionPayAdapter(ChannelAdapter):
                 file_day = datetime.strptime(match.group(1), "%y%m%d").replace(tzinfo=UNIONPAY_TZ)
             except ValueError as exc:
                 raise BillInvalid(f"unionpay ZM file name has no date: {name}") from exc
-            with archive.open(name) as stream:
-                for number, raw_line in enumerate(stream, start=1):
-                    line = raw_line.rstrip(b"\r\n")
-                    if not line.strip():
-                        continue
-                    bill_line = self._zm_line(line, number, file_day)
-                    if bill_line is not None:
-                        yield bill_line
-
-    def _zm_line(self, line: bytes, number: int, file_day: datetime) -> BillLine | None:
-        if len(line) < ZM_MIN_LENGTH:
-            raise BillInvalid(f"unionpay ZM line {number} is truncated ({len(line)} bytes)")
-
-        def field(index: int) -> str:
-            start = ZM_OFFSETS[index]
             try:
-                return line[start : start + ZM_WIDTHS[index]].decode("gbk").strip()
-            except UnicodeDecodeError as exc:
-                raise BillInvalid(f"unionpay ZM line {number} is not GBK") from exc
+                with archive.open(name) as stream:
+                    for number, raw_line in enumerate(stream, start=1):
+                        line = raw_line.rstrip(b"\r\n")
+                        if line.strip():
+                            bill_line = _zm_line(line, number, file_day + timedelta(hours=12))
+                            if bill_line is not None:
+                                yield bill_line
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+                raise BillInvalid(f"unionpay bill: the archive is damaged ({exc})") from exc
 
-        txn_type = field(19)
-        if txn_type not in ID_PREFIXES:
-            return None  # other transaction kinds (e.g. cancellations) are not paysys's
+
+def _minor(text: str, number: int) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise BillInvalid(f"unionpay ZM line {number} has an unreadable amount or fee {text!r}")
+    return int(text)
+
+
+def _zm_line(line: bytes, number: int, around: datetime) -> BillLine | None:
+    """One ZM line as a standard bill line (None for a transaction type that is not paysys's);
+    `around`: noon of the file's day, to place the year-less traceTime."""
+    if len(line) < ZM_MIN_LENGTH:
+        raise BillInvalid(f"unionpay ZM line {number} is truncated ({len(line)} bytes)")
+    if b"\x00" in line:
+        raise BillInvalid(f"unionpay ZM line {number} is not GBK text (NUL bytes: UTF-16?)")
+
+    def field(index: int) -> str:
+        start = ZM_OFFSETS[index]
         try:
-            amount = from_minor(int(field(6)), "CNY")
-            fee_text = field(15)
-            fee = from_minor(int(fee_text.lstrip("CD") or "0"), "CNY")
-        except ValueError as exc:
-            raise BillInvalid(f"unionpay ZM line {number} has an unreadable amount or fee") from exc
-        occurred_at = _trace_datetime(field(4), file_day + timedelta(hours=12))
-        order_id = field(11)
-        if occurred_at is None or not order_id:
-            raise BillInvalid(f"unionpay ZM line {number} lacks its time or orderId")
-        common = {
-            "provider": self.provider,
-            "account_id": self.account.id,
-            "amount": amount,
-            "fee": fee,
-            "status": "succeeded",
-            "occurred_at": occurred_at,
-        }
-        if txn_type == "01":
-            return BillLine(
-                trade_no=field(9),
-                out_trade_no=paysys_id_for(order_id, "01"),
-                kind=BillLineKind.PAYMENT,
-                **common,
-            )
-        orig_order_id = field(40) if len(line) >= ZM_OFFSETS[40] + 1 else ""
+            return line[start : start + ZM_WIDTHS[index]].decode("gbk").strip()
+        except UnicodeDecodeError as exc:
+            raise BillInvalid(f"unionpay ZM line {number} is not GBK text") from exc
+
+    txn_type = field(19)
+    if txn_type not in ID_PREFIXES and txn_type != CANCEL:
+        return None  # other transaction kinds (pre-authorisations …) are not paysys's
+    amount, fee = _minor(field(6), number), _minor(field(15).lstrip("CD") or "0", number)
+    occurred_at = _trace_datetime(field(4), around)
+    order_id = field(11)
+    if occurred_at is None or not order_id:
+        raise BillInvalid(f"unionpay ZM line {number} lacks its time or orderId")
+    orig_order_id = field(40) if len(line) >= ZM_OFFSETS[40] + 1 else ""
+    succeeded = PaymentStatus.SUCCEEDED.value
+    if txn_type == "01":
         return BillLine(
-            trade_no=field(26),
-            out_trade_no=paysys_id_for(orig_order_id, "01") if orig_order_id else "",
-            kind=BillLineKind.REFUND,
-            out_refund_no=paysys_id_for(order_id, "04"),
-            refund_no=field(9),
-            **common,
-        )
+            PAYMENT, paysys_id_for(order_id, "01"), "", field(9), "", amount, fee, "CNY", succeeded,
+            occurred_at,
+        )  # fmt: skip
+    if not orig_order_id and txn_type == CANCEL:
+        raise BillInvalid(f"unionpay ZM line {number}: a cancel without its original orderId")
+    out_trade_no = paysys_id_for(orig_order_id, "01") if orig_order_id else ""
+    if txn_type == CANCEL:  # the channel reversed a consume: its payment line says closed
+        closed = PaymentStatus.CLOSED.value
+        return BillLine(PAYMENT, out_trade_no, "", field(26), "", amount, fee, "CNY", closed, occurred_at)
+    return BillLine(
+        REFUND, out_trade_no, paysys_id_for(order_id, "04"), field(26), field(9), amount, fee, "CNY",
+        succeeded, occurred_at,
+    )  # fmt: skip

@@ -20,11 +20,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import requests
+from django.utils import timezone
 from moneyed import Money
 from requests.structures import CaseInsensitiveDict
 from wechatpayv3 import WeChatPay, WeChatPayType
@@ -50,8 +51,9 @@ from apps.channels.adapters.base import (
     RefundResult,
     RefundStatus,
 )
+from apps.channels.adapters.bills import local_times, minor_units
 from apps.core.errors import InvalidRequest
-from apps.core.money import from_minor, quantize_minor, to_minor
+from apps.core.money import SUPPORTED_CURRENCIES, from_minor, to_minor
 
 WECHAT_TZ = ZoneInfo("Asia/Shanghai")
 BILL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -77,11 +79,21 @@ REFUND_STATUSES = {
 }
 
 REFUND_EVENTS = {"REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"}
-BILL_NOT_READY = {"NO_STATEMENT_EXIST", "STATEMENT_CREATING"}
+NO_STATEMENT = "NO_STATEMENT_EXIST"  # after the bill time: the merchant had no trade that day
+BILL_NOT_READY = {NO_STATEMENT, "STATEMENT_CREATING"}
 UNAVAILABLE_STATUSES = {429}
 
 BILL_DETAIL_FIRST_COLUMN = "交易时间"
 BILL_SUMMARY_FIRST_COLUMN = "总交易单数"
+# A day without any trade has no statement (NO_STATEMENT_EXIST): it is stored as the ALL bill
+# WeChat would write with no rows (PROVIDERS.md B4), so that every day has a bill to reconcile.
+EMPTY_BILL = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
+    "应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"
+    "手续费,费率,订单金额,申请退款金额,费率备注\r\n"
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n"
+    "`0,`0.00,`0.00,`0.00,`0.00000,`0.00,`0.00\r\n"
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -130,15 +142,6 @@ def _reached(exc: requests.ConnectionError) -> bool:
     """Whether a connection error happened after the request could have been sent."""
     text = repr(exc)
     return not any(marker in text for marker in ("NewConnectionError", "NameResolutionError", "Connection refused"))
-
-
-def _fee(value: Decimal, currency: str) -> Money:
-    """A bill fee (five decimals, signed) as a positive whole number of fen, rounded half up.
-
-    WeChat computes each order's fee to 1/1000 fen and settles it in fen, rounding half up
-    (四舍五入); reconciliation compares the rounded value.
-    """
-    return quantize_minor(Money(abs(value), currency), ROUND_HALF_UP)
 
 
 class WechatpayAdapter(ChannelAdapter):
@@ -478,10 +481,19 @@ class WechatpayAdapter(ChannelAdapter):
     # --- bills ---------------------------------------------------------------------------------
 
     def download_bill(self, *, bill_date: date, dest: BinaryIO) -> str:
-        """The day's ALL trade bill, gzip as WeChat serves it, checked against its SHA-1."""
+        """The day's ALL trade bill, gzip as WeChat serves it, checked against its SHA-1.
+
+        NO_STATEMENT_EXIST for a day that is over means the merchant had no trade that day: the
+        empty ALL bill is written (callers ask after the bill time). STATEMENT_CREATING, or no
+        statement for today or later, is BillNotReady.
+        """
         status, body = self._call("trade_bill", bill_date=bill_date.isoformat(), bill_type="ALL", tar_type="GZIP")
-        if status == 400 and self._error_code(body) in BILL_NOT_READY:
-            raise BillNotReady(f"wechatpay has no bill for {bill_date}", code=self._error_code(body))
+        code = self._error_code(body) if status == 400 else ""
+        if code == NO_STATEMENT and bill_date < timezone.now().astimezone(WECHAT_TZ).date():
+            dest.write(EMPTY_BILL.encode("utf-8"))
+            return f"wechatpay_{self.mchid}_{bill_date:%Y%m%d}_ALL_no_trade.csv"
+        if code in BILL_NOT_READY:
+            raise BillNotReady(f"wechatpay has no bill for {bill_date}", code=code)
         document = self._ok(status, body)
         url = self._field(document, "download_url")
         gateway = self._client()._core._gate_way
@@ -507,104 +519,131 @@ class WechatpayAdapter(ChannelAdapter):
     def parse_bill(self, source: BinaryIO) -> Iterator[BillLine]:
         """Streams the lines of an ALL trade bill (gzip or plain UTF-8 text).
 
-        Payment rows (交易状态 SUCCESS …) give `amount` = 订单金额; refund rows (a 商户退款单号)
-        give `amount` = 退款金额 and `status` = 退款状态. The summary row's count and totals are
-        checked against the rows read: a file that ends early or disagrees is BillInvalid.
+        Payment rows give `amount` = 订单金额 and `status` from 交易状态 (SUCCESS → succeeded,
+        REVOKED → closed …); refund rows (a 商户退款单号) give `amount` = 退款金额 and `status` from
+        退款状态 (SUCCESS → succeeded, PROCESSING → pending …); the fee is the size of 手续费 in
+        whole fen, half up. The summary row's count and totals are checked against the rows
+        read: a file that ends early or disagrees is BillInvalid.
         """
         head = source.read(2)
         stream = io.BufferedReader(_Prefixed(head, source))
         raw = gzip.GzipFile(fileobj=stream) if head == b"\x1f\x8b" else stream
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         try:
-            yield from self._parse_lines(text)
-        except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
-            raise BillInvalid(f"wechatpay bill unreadable: {exc}") from exc
+            yield from _bill_lines(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        except BillInvalid as exc:
+            raise BillInvalid(f"wechatpay bill: {exc}") from exc.__cause__
+        except UnicodeDecodeError as exc:
+            raise BillInvalid(f"wechatpay bill: not UTF-8 text ({exc.reason})") from exc
+        except (EOFError, OSError, zlib.error) as exc:
+            raise BillInvalid(f"wechatpay bill: the file is truncated or damaged ({exc})") from exc
 
-    def _parse_lines(self, text) -> Iterator[BillLine]:
-        header: list[str] | None = None
-        summary_header: list[str] | None = None
-        count, settled, refunded = 0, Decimal("0"), Decimal("0")
-        for number, line in enumerate(text, start=1):
-            line = line.rstrip("\r\n").lstrip("\ufeff")
-            if not line.strip():
-                continue
-            if header is None:
-                header = line.split(",")
-                if header[0] != BILL_DETAIL_FIRST_COLUMN:
-                    raise BillInvalid("wechatpay bill does not start with the trade header")
-                continue
-            if line.startswith(BILL_SUMMARY_FIRST_COLUMN):
-                summary_header = line.split(",")
-                continue
-            if not line.startswith("`"):
-                raise BillInvalid(f"wechatpay bill line {number} is not a backtick-prefixed row")
-            cells = line[1:].split(",`")
-            if summary_header is not None:
-                summary = dict(zip(summary_header, cells, strict=False))
-                self._check_summary(summary, count, settled, refunded)
-                return
-            if len(cells) != len(header):
-                raise BillInvalid(f"wechatpay bill line {number} has {len(cells)} cells, not {len(header)}")
-            row = dict(zip(header, cells, strict=True))
-            bill_line = self._bill_line(row, number)
-            count += 1
-            settled += self._decimal(row.get("应结订单金额", "0"), number)
-            refunded += self._decimal(row.get("退款金额", "0"), number)
-            yield bill_line
-        raise BillInvalid("wechatpay bill ends without its summary")
 
-    @staticmethod
-    def _decimal(value: str, number: int) -> Decimal:
-        try:
-            parsed = Decimal(value or "0")
-        except InvalidOperation as exc:
-            raise BillInvalid(f"wechatpay bill line {number}: {value!r} is not a number") from exc
-        if not parsed.is_finite():
-            raise BillInvalid(f"wechatpay bill line {number}: {value!r} is not a number")
-        return parsed
+# --- bill files --------------------------------------------------------------------------------
 
-    def _amount(self, value: str, currency: str, number: int) -> Money:
-        parsed = self._decimal(value, number)
-        if parsed.as_tuple().exponent < -2:
-            raise BillInvalid(f"wechatpay bill line {number}: {value!r} has more than two decimals")
-        return Money(abs(parsed), currency)
+BILL_COLUMNS = {  # key: (column, required)
+    "at": ("交易时间", True), "trade_no": ("微信订单号", True), "out_trade_no": ("商户订单号", True),
+    "trade_state": ("交易状态", True), "settled": ("应结订单金额", True), "fee": ("手续费", True),
+    "currency": ("货币种类", False), "refund_no": ("微信退款单号", False), "out_refund_no": ("商户退款单号", False),
+    "refunded": ("退款金额", False), "refund_status": ("退款状态", False), "ordered": ("订单金额", False),
+}  # fmt: skip
 
-    def _bill_line(self, row: dict[str, str], number: int) -> BillLine:
-        currency = row.get("货币种类") or "CNY"
-        out_refund_no = row.get("商户退款单号", "")
-        is_refund = bool(out_refund_no) and out_refund_no != "0"
-        try:
-            occurred_at = datetime.strptime(row["交易时间"], BILL_TIME_FORMAT).replace(tzinfo=WECHAT_TZ)
-        except (KeyError, ValueError) as exc:
-            raise BillInvalid(f"wechatpay bill line {number}: unreadable 交易时间") from exc
-        if is_refund:
-            amount = self._amount(row.get("退款金额", ""), currency, number)
-            status = row.get("退款状态") or row.get("交易状态", "")
+
+def _column_index(header: list[str]) -> dict[str, int]:
+    """Where each column is; an optional one a narrower bill lacks points past the row's end,
+    at the empty cell each row gets appended."""
+    index = {}
+    for key, (column, required) in BILL_COLUMNS.items():
+        if column in header:
+            index[key] = header.index(column)
+        elif required:
+            raise BillInvalid(f"the header lacks {column}")
         else:
-            amount = self._amount(row.get("订单金额") or row.get("应结订单金额", ""), currency, number)
-            status = row.get("交易状态", "")
-        return BillLine(
-            provider=self.provider,
-            account_id=self.account.id,
-            trade_no=row.get("微信订单号", ""),
-            out_trade_no=row.get("商户订单号", ""),
-            kind=BillLineKind.REFUND if is_refund else BillLineKind.PAYMENT,
-            amount=amount,
-            fee=_fee(self._decimal(row.get("手续费", "0"), number), currency),
-            status=status,
-            occurred_at=occurred_at,
-            out_refund_no=out_refund_no if is_refund else "",
-            refund_no=row.get("微信退款单号", "") if is_refund else "",
-        )
+            index[key] = len(header)
+    return index
 
-    @staticmethod
-    def _check_summary(summary: dict[str, str], count: int, settled: Decimal, refunded: Decimal) -> None:
+
+class _Amounts(dict):
+    """currency → its memo of bill amounts (signed minor units) and of fees (rounded to the fen)."""
+
+    def __missing__(self, currency: str):
+        if currency not in SUPPORTED_CURRENCIES:
+            raise BillInvalid(f"unsupported currency {currency!r}")
+        memos = self[currency] = (minor_units(currency), minor_units(currency, rounding=ROUND_HALF_UP))
+        return memos
+
+
+def _bill_lines(text: Iterator[str]) -> Iterator[BillLine]:
+    """The hot loop of parse_bill: one row to one BillLine, keeping counters and bounded memos."""
+    header: list[str] | None = None
+    summary_header: list[str] | None = None
+    count, settled, refunded = 0, 0, 0
+    memos = _Amounts()
+    times = local_times(WECHAT_TZ, BILL_TIME_FORMAT)
+    payment, refund = BillLineKind.PAYMENT.value, BillLineKind.REFUND.value
+    for number, line in enumerate(text, start=1):
+        row = line.rstrip("\r\n").lstrip("\ufeff")
+        if not row:
+            continue
+        if header is None:
+            header = row.split(",")
+            if header[0] != BILL_DETAIL_FIRST_COLUMN:
+                raise BillInvalid("it does not start with the trade header")
+            index = _column_index(header)
+            i_at, i_trade, i_out, i_state, i_settled, i_fee, i_currency, i_refund_no, i_out_refund, i_refunded, \
+                i_refund_status, i_ordered = index.values()  # fmt: skip
+            width = len(header)
+            continue
+        if row[0] != "`":
+            if row.startswith(BILL_SUMMARY_FIRST_COLUMN):
+                summary_header = row.split(",")
+                continue
+            raise BillInvalid(f"line {number} is not a backtick-prefixed row")
+        cells = row[1:].split(",`")
+        if summary_header is not None:
+            _check_summary(dict(zip(summary_header, cells, strict=False)), count, settled, refunded, memos)
+            return
+        if len(cells) != width:
+            raise BillInvalid(f"line {number} has {len(cells)} cells, not {width}")
+        cells.append("")
+        currency = cells[i_currency] or "CNY"
+        amounts, fees = memos[currency]
+        out_refund_no = cells[i_out_refund]
         try:
-            stated = (int(summary["总交易单数"]), Decimal(summary["应结订单总金额"]), Decimal(summary["退款总金额"]))
-        except (KeyError, ValueError, InvalidOperation) as exc:
-            raise BillInvalid("wechatpay bill summary unreadable") from exc
-        if stated != (count, settled, refunded):
-            raise BillInvalid(f"wechatpay bill summary {stated} disagrees with its rows {(count, settled, refunded)}")
+            line_settled, line_refunded = amounts[cells[i_settled] or "0"], amounts[cells[i_refunded] or "0"]
+            if out_refund_no and out_refund_no != "0":
+                kind, amount, refund_no = refund, line_refunded, cells[i_refund_no]
+                status = _bill_status(REFUND_STATUSES, cells[i_refund_status])
+            else:
+                kind, amount, refund_no, out_refund_no = payment, amounts[cells[i_ordered] or cells[i_settled]], "", ""
+                status = _bill_status(TRADE_STATES, cells[i_state])
+            fee = fees[cells[i_fee] or "0"]
+            occurred_at = times[cells[i_at]]
+        except ValueError as exc:
+            raise BillInvalid(f"line {number}: {exc}") from None
+        count += 1
+        settled += line_settled
+        refunded += line_refunded
+        yield BillLine(
+            kind, cells[i_out], out_refund_no, cells[i_trade], refund_no, abs(amount), abs(fee), currency, status,
+            occurred_at,
+        )  # fmt: skip
+    raise BillInvalid("it ends without its summary")
+
+
+def _check_summary(summary: dict[str, str], count: int, settled: int, refunded: int, memos: _Amounts) -> None:
+    amounts = memos["CNY"][0]
+    try:
+        stated = (int(summary["总交易单数"]), amounts[summary["应结订单总金额"]], amounts[summary["退款总金额"]])
+    except (KeyError, ValueError) as exc:
+        raise BillInvalid(f"the summary is unreadable ({exc})") from None
+    if stated != (count, settled, refunded):
+        raise BillInvalid(f"the summary {stated} disagrees with the rows {(count, settled, refunded)} (minor units)")
+
+
+def _bill_status(statuses: dict, text: str) -> str:
+    """A bill row's state in paysys's words (the query answers' mapping); unknown ones lower-cased."""
+    known = statuses.get(text)
+    return known.value if known is not None else text.lower()
 
 
 class _Prefixed(io.RawIOBase):

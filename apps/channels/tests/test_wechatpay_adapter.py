@@ -7,7 +7,6 @@ import io
 import json
 import threading
 import time
-from decimal import Decimal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -376,19 +375,24 @@ def test_bill_download_and_parse(adapter, receiver, credentials):
     assert rows[1].startswith("`") and rows[4].startswith("总交易单数,")
     assert rows[5] == "`3,`24.68,`2.34,`0.00,`0.13404,`24.68,`2.34"
     assert [(line.kind, line.out_trade_no, line.amount, line.fee, line.status) for line in lines] == [
-        (BillLineKind.PAYMENT, "wx_bill_1", Money("12.34", "CNY"), Money("0.07", "CNY"), "SUCCESS"),
-        (BillLineKind.PAYMENT, "wx_bill_2", Money("12.34", "CNY"), Money("0.07", "CNY"), "SUCCESS"),
-        (BillLineKind.REFUND, "wx_bill_1", Money("2.34", "CNY"), Money("0.01", "CNY"), "SUCCESS"),
+        (BillLineKind.PAYMENT, "wx_bill_1", 1234, 7, "succeeded"),
+        (BillLineKind.PAYMENT, "wx_bill_2", 1234, 7, "succeeded"),
+        (BillLineKind.REFUND, "wx_bill_1", 234, 1, "succeeded"),
     ]  # 12.34 × 0.6% = 0.07404 -> 0.07; 2.34 × 0.6% = 0.01404 -> 0.01 (half up, to fen)
     assert lines[0].trade_no == first.transaction_no and lines[1].trade_no == second.transaction_no
     assert lines[2].out_refund_no == "rf_bill_1" and lines[2].refund_no.startswith("50000")
-    assert lines[0].occurred_at == first.paid_at and lines[0].account_id == adapter.account.id
-    assert all(line.amount.amount.as_tuple().exponent == -2 for line in lines)
+    assert lines[0].occurred_at == first.paid_at
+    assert {line.currency for line in lines} == {"CNY"} and all(type(line.amount) is int for line in lines)
 
 
-def test_bill_for_a_day_without_trades_is_not_ready(adapter):
+def test_a_past_day_without_trades_has_an_empty_bill_and_today_has_none_yet(adapter):
+    dest = io.BytesIO()
+    name = adapter.download_bill(bill_date=dt.date(2020, 1, 1), dest=dest)
+
+    assert name.endswith("_20200101_ALL_no_trade.csv")
+    assert list(adapter.parse_bill(io.BytesIO(dest.getvalue()))) == []
     with pytest.raises(BillNotReady) as excinfo:
-        adapter.download_bill(bill_date=dt.date(2020, 1, 1), dest=io.BytesIO())
+        adapter.download_bill(bill_date=timezone.localdate(timezone=SHANGHAI), dest=io.BytesIO())
     assert excinfo.value.code == "NO_STATEMENT_EXIST"
 
 
@@ -517,15 +521,15 @@ def test_fault_bill_missing_extra_and_altered_lines(adapter, receiver, credentia
     _, lines = _bill(adapter)
 
     assert [(line.out_trade_no, line.amount, line.fee) for line in lines] == [
-        ("wx_bl_1", Money("12.34", "CNY"), Money("0.07", "CNY")),
-        ("wx_bl_3", Money("12.35", "CNY"), Money("0.07", "CNY")),
-        ("wx_ghost", Money("5.00", "CNY"), Money("0.03", "CNY")),
+        ("wx_bl_1", 1234, 7),
+        ("wx_bl_3", 1235, 7),
+        ("wx_ghost", 500, 3),
     ]
     # Each fault fired once: the next bill for the day is faithful.
     _, again = _bill(adapter)
     assert [(line.out_trade_no, line.amount) for line in again] == [
-        ("wx_bl_1", Money("12.34", "CNY")),
-        ("wx_bl_2", Money("12.34", "CNY")),
-        ("wx_bl_3", Money("12.34", "CNY")),
+        ("wx_bl_1", 1234),
+        ("wx_bl_2", 1234),
+        ("wx_bl_3", 1234),
     ]
-    assert sum((line.amount.amount for line in again), Decimal("0")) == Decimal("37.02")
+    assert sum(line.amount for line in again) == 3702
