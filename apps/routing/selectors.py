@@ -152,7 +152,14 @@ _SQL_FAULTS = ", ".join(f"'{f}'" for f in _FAULTS)  # code constants, not input
 # the last read (never at the rates routing serves) recount the breaker windows instead.
 CALLS_SINCE_SPAN = 100_000
 
+# The calls since the last read are taken by id range first (MATERIALIZED): otherwise the planner
+# may combine the range with the (account, time) index, which holds every call the candidates
+# ever made (seen: 1.3 ms a decision on a call log of 40,000 rows, 0.05 ms by the range alone).
 _LIVE_SQL = f"""
+WITH since AS MATERIALIZED (
+  SELECT k.account_id, k.outcome FROM {ChannelCall._meta.db_table} k
+   WHERE k.id > %(after)s::bigint AND k.id <= %(upto)s::bigint
+)
 SELECT 0, NULL::bigint, (SELECT version FROM {ConfigVersion._meta.db_table} WHERE id = 1),
        (SELECT coalesce(max(id), 0) FROM {ChannelCall._meta.db_table}), NULL::bigint,
        NULL::text, NULL::text, NULL::timestamptz
@@ -167,8 +174,8 @@ SELECT 2, b.account_id, NULL, NULL, NULL, b.state, b.reason, b.changed_at
 UNION ALL
 SELECT 3, k.account_id, count(*), count(*) FILTER (WHERE k.outcome = '{_OK}'),
        count(*) FILTER (WHERE k.outcome IN ({_SQL_FAULTS})), NULL, NULL, NULL
-  FROM {ChannelCall._meta.db_table} k
- WHERE k.id > %(after)s::bigint AND k.id <= %(upto)s::bigint AND k.account_id = ANY(%(ids)s::bigint[])
+  FROM since k
+ WHERE k.account_id = ANY(%(ids)s::bigint[])
  GROUP BY k.account_id
 """
 
