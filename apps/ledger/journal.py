@@ -1,32 +1,33 @@
 """The posting engine: one balanced journal entry per business event, with its balances.
 
-`journal_post` is the only code that writes entries, postings and balance slots.
+`journal_post` is the only code that writes entries, postings and balance slots. An entry,
+its postings and its balance changes are written by one prepared statement (`_POST`,
+data-modifying CTEs), one round trip:
 
-Most entries (every payment) take no lock: no account that may not go negative is decreased.
-They are posted with one prepared statement, one round trip (`_POST`, data-modifying CTEs):
+1. the accounts are looked up by key (book, type, owner, currency);
+2. the entry is inserted with `ON CONFLICT (event_type, reference) DO NOTHING`, and only if
+   every account exists and none needs a lock it does not hold: a repeated or concurrent
+   second delivery of the same event finds the first entry and writes nothing;
+3. its postings are inserted, and each account's net change is added to one of its balance
+   slots by `ledger_balances_add` (migration 0003): the account's first slot that no other
+   transaction holds (`SKIP LOCKED`), so concurrent entries to a hot account do not wait for
+   each other; a new slot only when all are held, up to `slot_count`; accounts in id order.
 
-1. the accounts are looked up by key (book, type, owner, currency), by the unique index;
-2. the entry is inserted with `ON CONFLICT (event_type, reference) DO NOTHING`, only if every
-   account exists and none of them needs the lock; a repeated or concurrent second delivery of
-   the same event finds the first entry and posts nothing;
-3. the postings are inserted and each account's change is added to a random one of its
-   `slot_count` balance slots, in (account, slot) order so that two entries never wait on each
-   other in a cycle.
-
-Outside a transaction that statement is the whole transaction (autocommit); inside the
-caller's, it is part of it. If an account is missing it is created (`accounts_resolve`) and the
-statement runs again; nothing was written by the first run.
+Most entries (every payment) decrease no account that may not go negative and need no lock.
+Outside a transaction their statement is the whole transaction (autocommit); inside the
+caller's, it is part of it. A missing account is created (`accounts_resolve`) and the
+statement runs again: nothing was written by the first run.
 
 An entry that decreases an account that may not go negative (refunds, settlements, payouts)
-runs in a transaction: the entry is inserted (same duplicate rule), the accounts concerned are
-locked (`FOR NO KEY UPDATE`, by id) and their balances checked, then the postings and slot
-changes are written with one statement (`_POSTINGS`); a locked account's change goes to slot 0.
+runs in a transaction that first locks those accounts (`FOR NO KEY UPDATE`, by id) and checks
+their balances (`InsufficientBalance`), then runs the same statement.
 
-Lock order across the ledger: account rows by id, then balance slots by (account id, slot).
+Lock order across the ledger: account rows by id, then balance slots by account id.
 
 The database re-checks what matters whatever code writes (migrations 0002, 0003): every entry
-balances per currency at commit, postings cannot be added to an entry of an earlier
-transaction, entries and postings are append-only.
+has postings that balance per currency (checked at commit), postings cannot be added to an
+entry of an earlier transaction, entries and postings are append-only, and an entry dated in
+a closed day moves to the next open one.
 """
 
 import sys
@@ -154,10 +155,10 @@ def accounts_resolve(*, livemode: bool, keys: set[AccountKey]) -> dict[AccountKe
 def _accounts_select(livemode: bool, keys: set[AccountKey]) -> dict[AccountKey, _Account]:
     keys = list(keys)
     rows = _execute(
-        "SELECT a.id, a.type, a.owner_id, a.currency, a.slot_count, a.normal_side, a.may_go_negative"
+        "SELECT a.id, k.type, k.owner_id, k.currency, a.slot_count, a.normal_side, a.may_go_negative"
         " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS k(type, owner_id, currency)"
-        " JOIN ledger_account a ON a.livemode = %s AND a.type = k.type AND a.owner_id = k.owner_id"
-        " AND a.currency = k.currency",
+        " CROSS JOIN LATERAL (SELECT a.id, a.slot_count, a.normal_side, a.may_go_negative FROM ledger_account a"
+        " WHERE a.livemode = %s AND a.type = k.type AND a.owner_id = k.owner_id AND a.currency = k.currency LIMIT 1) a",
         [[key.type for key in keys], [key.owner_id for key in keys], [key.currency for key in keys], livemode],
     )
     return {
@@ -190,8 +191,8 @@ def accounts_lock(*, account_ids: list[int]) -> dict[int, int]:
 
 # `k`: the entry's accounts by key, numbered n = 1.. in the order of %(types)s …, with each
 # one's net change; `guarded`: a decrease of an account that may not go negative. LATERAL …
-# LIMIT 1 keeps every lookup a probe of the unique key: the generic plan cannot know that the
-# arrays are short, and would otherwise hash-join them against the whole account table.
+# LIMIT 1 keeps every lookup a probe of an index: the generic plan cannot know that the arrays
+# are short, and would otherwise hash-join them against the whole account table.
 _ACCOUNTS = (
     "k AS MATERIALIZED (SELECT k.n, k.delta, k.currency, a.id, a.slot_count,"
     " NOT a.may_go_negative AND (CASE a.normal_side WHEN 'debit' THEN k.delta ELSE -k.delta END) < 0 AS guarded"
@@ -212,8 +213,7 @@ _ENTRY = (
     " WHERE (SELECT count(*) FROM k WHERE %(locked)s OR NOT k.guarded) = cardinality(%(types)s::text[])"
     " ON CONFLICT (event_type, reference) DO NOTHING RETURNING id, accounting_date)"
 )
-# Its postings (%(lines)s: each line's account number, in line order) and the slot changes: a
-# guarded account's change goes to slot 0, any other to a random one of its slots.
+# Its postings (%(lines)s: each line's account number, in line order) and the slot changes.
 _POSTINGS_AND_SLOTS = (
     "p AS (INSERT INTO ledger_posting (entry_id, account_id, amount, currency)"
     " SELECT e.id, k.id, l.amount, k.currency FROM e,"

@@ -56,6 +56,22 @@ def test_payment_posts_the_design_example_and_balances():
 
 
 @pytest.mark.django_db
+def test_every_payment_post_runs_the_same_prepared_statement_on_a_cached_plan():
+    amounts = [100, 40_000, 5_000_000_000, 70, 123_456, 99, 3_000_000_000, 2_500, 80_000, 12]  # int2 … int8 sizes
+    for n, amount in enumerate(amounts):
+        post_payment(f"ch_{n}", merchant_id=n + 1, amount=amount, platform_fee=1, channel_fee=1)
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%ledger_balances_add%"],
+        )
+        [(generic, custom)] = cur.fetchall()  # one statement, whatever the values' sizes
+    assert generic + custom >= len(amounts)
+    assert generic >= len(amounts) - 5  # PostgreSQL plans the first five, then reuses a generic plan
+
+
+@pytest.mark.django_db
 def test_accounts_are_created_once_with_their_chart_properties():
     post_payment("ch_1")
     post_payment("ch_2")
