@@ -1,9 +1,9 @@
 """The balance rule checked once per entry instead of once per posting; redundant indexes dropped.
 
 - `ledger_entry_balanced` becomes a deferred constraint trigger on ledger_journalentry: at
-  commit (or SET CONSTRAINTS … IMMEDIATE) each entry inserted by the transaction must have
-  postings, and they must sum to zero per currency. It sees every posting of the entry, however
-  many statements inserted them.
+  commit (or SET CONSTRAINTS … IMMEDIATE) the postings of each entry inserted by the
+  transaction must sum to zero per currency. It sees every posting of the entry, however many
+  statements inserted them.
 - Postings may only be added to an entry in the transaction that inserted it: the entry records
   that transaction (`xact_id`, set by its insert trigger whatever the INSERT says), and a
   statement-level trigger on ledger_posting refuses postings to an entry of another transaction.
@@ -24,12 +24,9 @@ DECLARE
     total record;
 BEGIN
     -- One plain aggregate settles the usual entry (a single currency); per currency otherwise.
-    SELECT count(*) AS postings, min(currency) AS currency, max(currency) AS last_currency, sum(amount) AS amount
+    -- (An entry without postings passes, as before: ledger_check reports it.)
+    SELECT min(currency) AS currency, max(currency) AS last_currency, sum(amount) AS amount
       INTO total FROM ledger_posting WHERE entry_id = NEW.id;
-    IF total.postings = 0 THEN
-        RAISE EXCEPTION 'journal entry % has no postings', NEW.id
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_entry_balanced';
-    END IF;
     IF total.currency <> total.last_currency THEN
         SELECT currency, SUM(amount) AS amount INTO total FROM ledger_posting WHERE entry_id = NEW.id
          GROUP BY currency HAVING SUM(amount) <> 0 ORDER BY currency LIMIT 1;
