@@ -288,7 +288,7 @@ def journal_post(
             if guarded:
                 break  # the accounts' own flags ask for the lock
             if found == len(keys):
-                return _existing(event_type, reference)
+                return _posted_before(event_type, reference)
             if attempt == 0:
                 accounts_resolve(livemode=livemode, keys=set(keys))  # creates the missing accounts
     return _post_locked(params, keys, deltas, livemode)
@@ -319,10 +319,7 @@ def _post_locked(params: dict, keys: list[AccountKey], deltas: list[int], livemo
         [(_, _, entry_id, accounting_date, _)] = _execute(_POST, params | {"locked": True})
         if entry_id is not None:
             return PostedEntry(entry_id, accounting_date, created=True)
-        existing = _existing(params["event_type"], params["reference"])  # the accounts exist: a duplicate
-        if existing is None:
-            raise RuntimeError(f"{params['event_type']} {params['reference']} was neither posted nor found")
-        return existing
+        return _posted_before(params["event_type"], params["reference"])  # the accounts exist: a duplicate
 
 
 def _existing(event_type: str, reference: str) -> PostedEntry | None:
@@ -331,3 +328,11 @@ def _existing(event_type: str, reference: str) -> PostedEntry | None:
         [event_type, reference],
     )
     return PostedEntry(rows[0][0], rows[0][1], created=False) if rows else None
+
+
+def _posted_before(event_type: str, reference: str) -> PostedEntry:
+    """The entry that made this post a no-op (`ON CONFLICT DO NOTHING`: it exists, committed)."""
+    existing = _existing(event_type, reference)
+    if existing is None:
+        raise RuntimeError(f"{event_type} {reference} was neither posted nor found")
+    return existing
