@@ -6,8 +6,10 @@
 
 scripts/services.py provides DATABASE_URL (embedded or real). This script then:
 
-1. creates two databases on that server: `paysys_bench_ledger` (migrated) and
-   `paysys_bench_pgbench` (`pgbench -i -s SCALE`);
+1. creates two databases on that server: `paysys_bench_ledger` (migrated, the merchants'
+   accounts created, then `--warmup` seconds of phase (a) and VACUUM ANALYZE, so that its
+   tables have rows and statistics like any running ledger's) and `paysys_bench_pgbench`
+   (`pgbench -i -s SCALE`, which loads and vacuums its tables);
 2. per run, measures three phases of `--duration` seconds after `--warmup` seconds:
    (a) `--workers` processes posting `payment.succeeded` journals through
        `apps.ledger.services.payment_succeeded_post`, each to a random one of `--merchants`
@@ -16,7 +18,8 @@ scripts/services.py provides DATABASE_URL (embedded or real). This script then:
    (b) the same, all to one merchant (its pending account, the channel's clearing and fee
        accounts and platform revenue are all hot);
    (c) `pgbench -b tpcb-like -c WORKERS -j WORKERS` on the pgbench database;
-3. prints the machine, every run, the medians of `--repeat` runs, the ratios
+3. prints the machine and its load average (before and after), every run, the medians of
+   `--repeat` runs, the ratios
    a/c (ledger journal entries per second over pgbench transactions per second: one business
    transaction each) and b/a, and PASS/FAIL against the targets a/c >= 0.5 and b/a >= 0.8.
    Postings per second are printed too (entries × 4 for the ledger; pgbench's tpcb-like
@@ -48,8 +51,6 @@ if str(ROOT) not in sys.path:
 from bench.common import make_log, with_database  # noqa: E402
 
 log = make_log("bench-ledger")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 LEDGER_DB = "paysys_bench_ledger"
 PGBENCH_DB = "paysys_bench_pgbench"
@@ -100,6 +101,17 @@ def pg_env(url: str) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def vacuum_analyze(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
 def machine_info(server_url: str) -> dict:
     import psycopg
 
@@ -116,7 +128,7 @@ def machine_info(server_url: str) -> dict:
         sync = conn.execute("SHOW synchronous_commit").fetchone()[0]
         fsync = conn.execute("SHOW fsync").fetchone()[0]
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(), "postgres": version,
-            "synchronous_commit": sync, "fsync": fsync}  # fmt: skip
+            "synchronous_commit": sync, "fsync": fsync, "load_average_before": load_average()}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- ledger workers
@@ -265,6 +277,9 @@ def main() -> int:
     subprocess.run([sys.executable, "manage.py", "migrate", "--skip-checks", "-v", "0"], cwd=ROOT, env=env,
                    check=True)  # fmt: skip
     seed_accounts(ledger_url, opts.merchants)
+    log(f"populating {LEDGER_DB}: {opts.warmup:.0f}s of phase (a), then VACUUM ANALYZE")
+    run_ledger_phase(ledger_url, merchants=opts.merchants, workers=opts.workers, warmup=0, duration=opts.warmup)
+    vacuum_analyze(ledger_url)
     pgbench_url = recreate_database(server_url, PGBENCH_DB)
     args, pg_environ = pg_env(pgbench_url)
     log(f"pgbench -i -s {opts.pgbench_scale} {PGBENCH_DB} ({pgbench})")
@@ -306,10 +321,12 @@ def main() -> int:
         "b_over_a": median(lambda r: r["b_over_a"]),
         "runs": runs,
     }
+    info["load_average_after"] = load_average()
     ok_ac = result["a_over_c"] >= TARGET_A_OVER_C
     ok_ba = result["b_over_a"] >= TARGET_B_OVER_A
     print(f"machine: nproc={info['nproc']} cpu={info['cpu']} postgres={info['postgres']} "
           f"synchronous_commit={info['synchronous_commit']} fsync={info['fsync']}")  # fmt: skip
+    print(f"load average (1, 5, 15 min): before {info['load_average_before']}, after {info['load_average_after']}")
     print(f"median of {opts.repeat} runs, {opts.workers} workers, {opts.duration:.0f}s each:")
     print(
         f"  (a) {opts.merchants} merchants: {result['a_entries_per_s']:.0f} entries/s,"

@@ -1,31 +1,45 @@
 """The posting engine: one balanced journal entry per business event, with its balances.
 
-`journal_post` is the only code that writes entries, postings and balance slots. Per call:
+`journal_post` is the only code that writes entries, postings and balance slots. An entry,
+its postings and its balance changes are written by one prepared statement (`_POST`,
+data-modifying CTEs), one round trip:
 
-1. the accounts are looked up (one query) and created on demand;
-2. the entry is inserted with `ON CONFLICT (event_type, reference) DO NOTHING`: a repeated or
-   concurrent second delivery of the same event finds the first entry and posts nothing;
-3. accounts that may not go negative and that this entry decreases are locked
-   (`FOR NO KEY UPDATE`, by id) and their balance checked; increases never lock an account;
-4. the postings are inserted and each account's change is added to one balance slot: slot 0 for
-   a locked account, a random one of `slot_count` for the others, in (account, slot) order so
-   that two entries never wait on each other in a cycle.
+1. the accounts are looked up by key (book, type, owner, currency);
+2. the entry is inserted with `ON CONFLICT (event_type, reference) DO NOTHING`, and only if
+   every account exists and none needs a lock it does not hold: a repeated or concurrent
+   second delivery of the same event finds the first entry and writes nothing;
+3. its postings are inserted, and each account's net change is added to one of its balance
+   slots by `ledger_balances_add` (migration 0003): the account's first slot that no other
+   transaction holds (`SKIP LOCKED`), so concurrent entries to a hot account do not wait for
+   each other; a new slot only when all are held, up to `slot_count`; accounts in id order.
 
-Steps 2 and 4 are a single statement when nothing needs a lock (every payment), so a payment
-costs two round trips to the database besides its transaction.
+Most entries (every payment) decrease no account that may not go negative and need no lock.
+Outside a transaction their statement is the whole transaction (autocommit); inside the
+caller's, it is part of it. A missing account is created (`accounts_resolve`) and the
+statement runs again: nothing was written by the first run.
 
-Lock order across the ledger: account rows by id, then balance slots by (account id, slot).
+An entry that decreases an account that may not go negative (refunds, settlements, payouts)
+runs in a transaction that first locks those accounts (`FOR NO KEY UPDATE`, by id) and checks
+their balances (`InsufficientBalance`), then runs the same statement.
+
+Lock order across the ledger: account rows by id, then balance slots by account id.
+
+The database re-checks what matters whatever code writes (migrations 0002, 0003): every entry
+has postings that balance per currency (checked at commit), postings cannot be added to an
+entry of an earlier transaction, entries and postings are append-only, and an entry dated in
+a closed day moves to the next open one.
 """
 
-import random
+import sys
+import threading
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
 import psycopg
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
+from psycopg.types.numeric import Int8Dumper
 
 from apps.ledger.accounts import CHART, AccountKey, slot_count_for
 from apps.ledger.daycut import accounting_date_for
@@ -64,19 +78,41 @@ class _Account:
     may_go_negative: bool
 
 
-@contextmanager
-def _prepared_cursor():
-    """A cursor with server-side binding and prepared statements, in Django's transaction.
+_local = threading.local()
+_ONLY_EXPLICIT = sys.maxsize  # a prepare_threshold no statement reaches by repetition
 
-    Django's psycopg cursors bind client-side, so every statement is parsed and planned again;
-    the engine's statements have a few fixed shapes, and preparing them saves the planning.
+
+def _engine_cursor(db) -> psycopg.Cursor:
+    """A cursor on Django's connection (so in its transaction, if any) for prepared statements.
+
+    Django's psycopg cursors bind client-side, so every statement is parsed and planned again,
+    and Django turns psycopg's statement preparation off (`prepare_threshold=None`, for poolers
+    without prepared-statement support). This cursor binds server-side and the engine prepares
+    its own few statements explicitly (`prepare=True`): the connection's threshold is lifted out
+    of reach so that nothing else is ever prepared implicitly. Every int is sent as bigint:
+    psycopg otherwise types an int as int2, int4 or int8 by its value, and each combination
+    would be prepared as another statement. So each statement of the engine is parsed once per
+    connection and, after a few runs, executes a cached generic plan. One cursor per thread.
     """
-    connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
-    try:
-        yield cursor
-    finally:
-        cursor.close()
+    db.ensure_connection()
+    raw = db.connection
+    cursor = getattr(_local, "cursor", None)
+    if cursor is None or cursor.connection is not raw or cursor.closed:
+        if raw.prepare_threshold is None:
+            raw.prepare_threshold = _ONLY_EXPLICIT
+        cursor = psycopg.Cursor(raw)
+        cursor.adapters.register_dumper(int, Int8Dumper)
+        _local.cursor = cursor
+    return cursor
+
+
+def _execute(sql: str, params) -> list[tuple]:
+    """Runs one prepared statement of the engine (it returns rows); errors are Django's."""
+    db = connections[DEFAULT_DB_ALIAS]
+    cursor = _engine_cursor(db)
+    with db.wrap_database_errors:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall()
 
 
 def _check_balanced(lines: list[Line]) -> None:
@@ -118,25 +154,21 @@ def accounts_resolve(*, livemode: bool, keys: set[AccountKey]) -> dict[AccountKe
 
 def _accounts_select(livemode: bool, keys: set[AccountKey]) -> dict[AccountKey, _Account]:
     keys = list(keys)
-    tuples = ", ".join(["(%s, %s, %s)"] * len(keys))
-    params: list = [livemode]
-    for key in keys:
-        params += [key.type, key.owner_id, key.currency]
-    with _prepared_cursor() as cursor:
-        cursor.execute(
-            "SELECT id, type, owner_id, currency, slot_count, normal_side, may_go_negative FROM ledger_account"
-            f" WHERE livemode = %s AND (type, owner_id, currency) IN ({tuples})",
-            params,
-            prepare=True,
-        )
-        return {
-            AccountKey(type_, owner_id, currency): _Account(id_, slots, side, negative)
-            for id_, type_, owner_id, currency, slots, side, negative in cursor.fetchall()
-        }
+    rows = _execute(
+        "SELECT a.id, k.type, k.owner_id, k.currency, a.slot_count, a.normal_side, a.may_go_negative"
+        " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS k(type, owner_id, currency)"
+        " CROSS JOIN LATERAL (SELECT a.id, a.slot_count, a.normal_side, a.may_go_negative FROM ledger_account a"
+        " WHERE a.livemode = %s AND a.type = k.type AND a.owner_id = k.owner_id AND a.currency = k.currency LIMIT 1) a",
+        [[key.type for key in keys], [key.owner_id for key in keys], [key.currency for key in keys], livemode],
+    )
+    return {
+        AccountKey(type_, owner_id, currency): _Account(id_, slots, side, negative)
+        for id_, type_, owner_id, currency, slots, side, negative in rows
+    }
 
 
-def _normal(account: _Account, raw: int) -> int:
-    return raw if account.normal_side == NormalSide.DEBIT else -raw
+def _normal(normal_side: str, raw: int) -> int:
+    return raw if normal_side == NormalSide.DEBIT else -raw
 
 
 def accounts_lock(*, account_ids: list[int]) -> dict[int, int]:
@@ -157,25 +189,67 @@ def accounts_lock(*, account_ids: list[int]) -> dict[int, int]:
     return {account_id: int(balances.get(account_id, 0)) for account_id in ids}
 
 
-_ENTRY_INSERT = (
-    "INSERT INTO ledger_journalentry (event_type, reference, livemode, accounting_date, occurred_at, merchant_id,"
-    " channel_account_id, description, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
-    " ON CONFLICT (event_type, reference) DO NOTHING RETURNING id, accounting_date"
+# `k`: the entry's accounts by key, numbered n = 1.. in the order of %(types)s …, with each
+# one's net change; `guarded`: a decrease of an account that may not go negative. LATERAL …
+# LIMIT 1 keeps every lookup a probe of an index: the generic plan cannot know that the arrays
+# are short, and would otherwise hash-join them against the whole account table.
+_ACCOUNTS = (
+    "k AS MATERIALIZED (SELECT k.n, k.delta, k.currency, a.id, a.slot_count,"
+    " NOT a.may_go_negative AND (CASE a.normal_side WHEN 'debit' THEN k.delta ELSE -k.delta END) < 0 AS guarded"
+    " FROM unnest(%(types)s::text[], %(owners)s::bigint[], %(currencies)s::text[], %(deltas)s::bigint[])"
+    " WITH ORDINALITY AS k(type, owner_id, currency, delta, n)"
+    " CROSS JOIN LATERAL (SELECT a.id, a.slot_count, a.may_go_negative, a.normal_side FROM ledger_account a"
+    " WHERE a.livemode = %(livemode)s AND a.type = k.type AND a.owner_id = k.owner_id AND a.currency = k.currency"
+    " LIMIT 1) AS a)"
+)
+# The entry, written only if every account exists and, unless %(locked)s (the caller holds the
+# guarded accounts' locks), none is guarded.
+_ENTRY = (
+    "e AS (INSERT INTO ledger_journalentry (event_type, reference, livemode, accounting_date, occurred_at,"
+    " merchant_id, channel_account_id, description, created_at)"
+    " SELECT %(event_type)s::text, %(reference)s::text, %(livemode)s::boolean, %(accounting_date)s::date,"
+    " %(occurred_at)s::timestamptz, %(merchant_id)s::bigint, %(channel_account_id)s::bigint, %(description)s::text,"
+    " now()"
+    " WHERE (SELECT count(*) FROM k WHERE %(locked)s OR NOT k.guarded) = cardinality(%(types)s::text[])"
+    " ON CONFLICT (event_type, reference) DO NOTHING RETURNING id, accounting_date)"
+)
+# Its postings (%(lines)s: each line's account number, in line order) and the slot changes.
+_POSTINGS_AND_SLOTS = (
+    "p AS (INSERT INTO ledger_posting (entry_id, account_id, amount, currency)"
+    " SELECT e.id, k.id, l.amount, k.currency FROM e,"
+    " unnest(%(lines)s::int[], %(amounts)s::bigint[]) WITH ORDINALITY AS l(n, amount, pos)"
+    " CROSS JOIN LATERAL (SELECT k.id, k.currency FROM k WHERE k.n = l.n LIMIT 1) AS k ORDER BY l.pos),"
+    " s AS MATERIALIZED (SELECT ledger_balances_add(array_agg(k.id ORDER BY k.id),"
+    " array_agg(k.slot_count::int ORDER BY k.id), array_agg(k.delta ORDER BY k.id)) FROM e, k WHERE k.delta <> 0)"
+)
+# The whole post, one statement: (accounts found, of which guarded, entry id and date).
+_POST = (
+    f"WITH {_ACCOUNTS}, {_ENTRY}, {_POSTINGS_AND_SLOTS}"
+    " SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM k WHERE k.guarded), e.id, e.accounting_date,"
+    " (SELECT count(*) FROM s)"
+    " FROM (VALUES (1)) AS one LEFT JOIN e ON true"
 )
 
 
-def _postings_sql(n_postings: int, n_slots: int, entry_source: str) -> str:
-    postings = ", ".join(["(%s::bigint, %s::bigint, %s::varchar)"] * n_postings)
-    slots = ", ".join(["(%s::bigint, %s::smallint, %s::bigint)"] * n_slots)
-    return (
-        f"p AS (INSERT INTO ledger_posting (entry_id, account_id, amount, currency)"
-        f" SELECT e.id, v.account_id, v.amount, v.currency FROM {entry_source} e, (VALUES {postings})"
-        f" AS v(account_id, amount, currency)),"
-        f" s AS (INSERT INTO ledger_balanceslot (account_id, slot, balance)"
-        f" SELECT v.account_id, v.slot, v.delta FROM {entry_source} e, (VALUES {slots}) AS v(account_id, slot, delta)"
-        f" ORDER BY v.account_id, v.slot"
-        f" ON CONFLICT (account_id, slot) DO UPDATE SET balance = ledger_balanceslot.balance + EXCLUDED.balance)"
-    )
+def _entry_accounts(lines: list[Line]) -> tuple[list[AccountKey], list[int], list[int]]:
+    """The entry's distinct accounts (in order of first use), each one's net change, and each
+    line's account number (1-based)."""
+    numbers: dict[AccountKey, int] = {}
+    deltas: list[int] = []
+    line_accounts: list[int] = []
+    for line in lines:
+        n = numbers.get(line.account)
+        if n is None:
+            n = numbers[line.account] = len(numbers) + 1
+            deltas.append(0)
+        deltas[n - 1] += line.amount
+        line_accounts.append(n)
+    return list(numbers), deltas, line_accounts
+
+
+def _needs_lock(key: AccountKey, delta: int) -> bool:
+    rule = CHART[key.type]
+    return not rule.may_go_negative and _normal(rule.normal_side, delta) < 0
 
 
 def journal_post(
@@ -197,64 +271,68 @@ def journal_post(
     """
     _check_balanced(lines)
     occurred_at = occurred_at or timezone.now()
-    entry_params = [event_type, reference, livemode, accounting_date_for(occurred_at), occurred_at, merchant_id,
-                    channel_account_id, description[:255]]  # fmt: skip
+    keys, deltas, line_accounts = _entry_accounts(lines)
+    params = {
+        "event_type": event_type, "reference": reference, "livemode": livemode,
+        "accounting_date": accounting_date_for(occurred_at), "occurred_at": occurred_at, "merchant_id": merchant_id,
+        "channel_account_id": channel_account_id, "description": description[:255],
+        "types": [key.type for key in keys], "owners": [key.owner_id for key in keys],
+        "currencies": [key.currency for key in keys], "deltas": deltas, "lines": line_accounts,
+        "amounts": [line.amount for line in lines], "locked": False,
+    }  # fmt: skip
+    if not any(_needs_lock(key, delta) for key, delta in zip(keys, deltas, strict=True)):
+        for attempt in range(2):
+            [(found, guarded, entry_id, accounting_date, _)] = _execute(_POST, params)
+            if entry_id is not None:
+                return PostedEntry(entry_id, accounting_date, created=True)
+            if guarded:
+                break  # the accounts' own flags ask for the lock
+            if found == len(keys):
+                return _posted_before(event_type, reference)
+            if attempt == 0:
+                accounts_resolve(livemode=livemode, keys=set(keys))  # creates the missing accounts
+    return _post_locked(params, keys, deltas, livemode)
+
+
+def _post_locked(params: dict, keys: list[AccountKey], deltas: list[int], livemode: bool) -> PostedEntry:
+    """Locks the accounts that this entry decreases and may not go negative, checks their
+    balances, then posts (a concurrent delivery of the same event may have posted meanwhile)."""
     with transaction.atomic(savepoint=False):
-        accounts = accounts_resolve(livemode=livemode, keys={line.account for line in lines})
-        deltas: dict[int, int] = defaultdict(int)
-        for line in lines:
-            deltas[accounts[line.account].id] += line.amount
-        by_id = {account.id: account for account in accounts.values()}
-        guarded = [
-            account_id
-            for account_id, delta in deltas.items()
-            if not by_id[account_id].may_go_negative and _normal(by_id[account_id], delta) < 0
-        ]
-        posting_params: list = []
-        for line in lines:
-            posting_params += [accounts[line.account].id, line.amount, line.account.currency]
-        slot_rows = sorted(
-            (account_id, 0 if account_id in guarded else random.randrange(by_id[account_id].slot_count), delta)
-            for account_id, delta in deltas.items()
-            if delta
-        )
-        slot_params = [value for row in slot_rows for value in row]
-        with _prepared_cursor() as cursor:
-            if not guarded:
-                cursor.execute(
-                    f"WITH e AS ({_ENTRY_INSERT}), {_postings_sql(len(lines), len(slot_rows), 'e')}"
-                    " SELECT id, accounting_date FROM e",
-                    entry_params + posting_params + slot_params,
-                    prepare=True,
+        accounts = accounts_resolve(livemode=livemode, keys=set(keys))
+        guarded = {
+            accounts[key].id: (accounts[key], delta)
+            for key, delta in zip(keys, deltas, strict=True)
+            if not accounts[key].may_go_negative and _normal(accounts[key].normal_side, delta) < 0
+        }
+        balances = accounts_lock(account_ids=list(guarded)) if guarded else {}
+        for account_id, (account, delta) in guarded.items():
+            after = _normal(account.normal_side, balances[account_id] + delta)
+            if after < 0:
+                existing = _existing(params["event_type"], params["reference"])
+                if existing is not None:
+                    return existing
+                raise InsufficientBalance(
+                    f"Account {account_id} would go to {after} (balance"
+                    f" {_normal(account.normal_side, balances[account_id])}, change"
+                    f" {_normal(account.normal_side, delta)})."
                 )
-                row = cursor.fetchone()
-                if row is None:
-                    return _existing(cursor, event_type, reference)
-                return PostedEntry(row[0], row[1], created=True)
-            cursor.execute(_ENTRY_INSERT, entry_params)
-            row = cursor.fetchone()
-            if row is None:
-                return _existing(cursor, event_type, reference)
-            balances = accounts_lock(account_ids=guarded)
-            for account_id in guarded:
-                account = by_id[account_id]
-                after = _normal(account, balances[account_id] + deltas[account_id])
-                if after < 0:
-                    raise InsufficientBalance(
-                        f"Account {account_id} would go to {after} (balance {_normal(account, balances[account_id])},"
-                        f" change {_normal(account, deltas[account_id])})."
-                    )
-            cursor.execute(
-                f"WITH e AS (SELECT %s::bigint AS id), {_postings_sql(len(lines), len(slot_rows), 'e')} SELECT 1",
-                [row[0], *posting_params, *slot_params],
-            )
-            return PostedEntry(row[0], row[1], created=True)
+        [(_, _, entry_id, accounting_date, _)] = _execute(_POST, params | {"locked": True})
+        if entry_id is not None:
+            return PostedEntry(entry_id, accounting_date, created=True)
+        return _posted_before(params["event_type"], params["reference"])  # the accounts exist: a duplicate
 
 
-def _existing(cursor, event_type: str, reference: str) -> PostedEntry:
-    cursor.execute(
+def _existing(event_type: str, reference: str) -> PostedEntry | None:
+    rows = _execute(
         "SELECT id, accounting_date FROM ledger_journalentry WHERE event_type = %s AND reference = %s",
         [event_type, reference],
     )
-    entry_id, accounting_date = cursor.fetchone()
-    return PostedEntry(entry_id, accounting_date, created=False)
+    return PostedEntry(rows[0][0], rows[0][1], created=False) if rows else None
+
+
+def _posted_before(event_type: str, reference: str) -> PostedEntry:
+    """The entry that made this post a no-op (`ON CONFLICT DO NOTHING`: it exists, committed)."""
+    existing = _existing(event_type, reference)
+    if existing is None:
+        raise RuntimeError(f"{event_type} {reference} was neither posted nor found")
+    return existing

@@ -74,7 +74,10 @@ class BalanceSlot(models.Model):
     verifies every slot's account exists.
     """
 
-    account = models.ForeignKey(Account, on_delete=models.DO_NOTHING, db_constraint=False, related_name="slots")
+    # No index of its own: the unique (account, slot) key serves every lookup by account.
+    account = models.ForeignKey(
+        Account, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="slots"
+    )
     slot = models.PositiveSmallIntegerField()
     balance = models.BigIntegerField(default=0)
 
@@ -86,7 +89,11 @@ class BalanceSlot(models.Model):
 
 
 class JournalEntry(models.Model):
-    """One business event, posted at most once: unique on (event type, reference). Append-only."""
+    """One business event, posted at most once: unique on (event type, reference). Append-only.
+
+    Complete when its transaction commits: the database checks then that its postings balance
+    per currency, and refuses postings added to it by any later transaction (migration 0003).
+    """
 
     event_type = models.CharField(max_length=32)
     reference = models.CharField(max_length=96)
@@ -99,6 +106,9 @@ class JournalEntry(models.Model):
     channel_account_id = models.BigIntegerField(null=True, blank=True)
     description = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    xact_id = models.BigIntegerField(
+        default=0, editable=False, help_text="set by the database: the transaction that inserted the entry"
+    )
 
     class Meta:
         verbose_name_plural = "journal entries"
@@ -120,7 +130,10 @@ class Posting(models.Model):
     """
 
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
-    account = models.ForeignKey(Account, on_delete=models.DO_NOTHING, db_constraint=False, related_name="postings")
+    # No index of its own: the (account, entry) index serves every lookup by account.
+    account = models.ForeignKey(
+        Account, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="postings"
+    )
     amount = models.BigIntegerField(help_text="minor units; debit positive, credit negative")
     currency = models.CharField(max_length=3)
 
