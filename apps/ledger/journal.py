@@ -30,7 +30,6 @@ entry of an earlier transaction, entries and postings are append-only, and an en
 a closed day moves to the next open one.
 """
 
-import sys
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
@@ -79,27 +78,20 @@ class _Account:
 
 
 _local = threading.local()
-_ONLY_EXPLICIT = sys.maxsize  # a prepare_threshold no statement reaches by repetition
-
-
 def _engine_cursor(db) -> psycopg.Cursor:
     """A cursor on Django's connection (so in its transaction, if any) for prepared statements.
 
-    Django's psycopg cursors bind client-side, so every statement is parsed and planned again,
-    and Django turns psycopg's statement preparation off (`prepare_threshold=None`, for poolers
-    without prepared-statement support). This cursor binds server-side and the engine prepares
-    its own few statements explicitly (`prepare=True`): the connection's threshold is lifted out
-    of reach so that nothing else is ever prepared implicitly. Every int is sent as bigint:
-    psycopg otherwise types an int as int2, int4 or int8 by its value, and each combination
-    would be prepared as another statement. So each statement of the engine is parsed once per
-    connection and, after a few runs, executes a cached generic plan. One cursor per thread.
+    It binds server-side, and the engine prepares its own few statements explicitly
+    (`prepare=True`) unless preparation is turned off for the connection (`DB_PREPARE_THRESHOLD=off`,
+    for a pooler without prepared-statement support). Every int is sent as bigint: psycopg
+    otherwise types an int as int2, int4 or int8 by its value, and each combination would be
+    prepared as another statement. So each statement of the engine is parsed once per connection
+    and, after a few runs, executes a cached generic plan. One cursor per thread.
     """
     db.ensure_connection()
     raw = db.connection
     cursor = getattr(_local, "cursor", None)
     if cursor is None or cursor.connection is not raw or cursor.closed:
-        if raw.prepare_threshold is None:
-            raw.prepare_threshold = _ONLY_EXPLICIT
         cursor = psycopg.Cursor(raw)
         cursor.adapters.register_dumper(int, Int8Dumper)
         _local.cursor = cursor
@@ -107,11 +99,12 @@ def _engine_cursor(db) -> psycopg.Cursor:
 
 
 def _execute(sql: str, params) -> list[tuple]:
-    """Runs one prepared statement of the engine (it returns rows); errors are Django's."""
+    """Runs one statement of the engine (it returns rows); errors are Django's."""
     db = connections[DEFAULT_DB_ALIAS]
     cursor = _engine_cursor(db)
+    prepare = None if cursor.connection.prepare_threshold is None else True
     with db.wrap_database_errors:
-        cursor.execute(sql, params, prepare=True)
+        cursor.execute(sql, params, prepare=prepare)
         return cursor.fetchall()
 
 
