@@ -78,6 +78,8 @@ class _Account:
 
 
 _local = threading.local()
+
+
 def _engine_cursor(db) -> psycopg.Cursor:
     """A cursor on Django's connection (so in its transaction, if any) for prepared statements.
 
