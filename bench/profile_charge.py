@@ -120,6 +120,7 @@ def cpu_profile(one, count: int, top: int) -> int:
     print(f"\n{count} requests: {cpu / count * 1000:.2f} ms CPU and {wall / count * 1000:.2f} ms wall per request "
           "in this process (profiled)")  # fmt: skip
     stats = pstats.Stats(profiler)
+    stats.dump_stats(str(ROOT / "var" / "bench" / "profile_cpu.pstats"))
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
     return 0

@@ -31,6 +31,7 @@ from apps.channels.adapters.base import (
 from apps.channels.catalog import is_known_method
 from apps.channels.models import ChannelAccount
 from apps.channels.services import adapter_for, notify_url_for
+from apps.core.db import insert
 from apps.core.money import to_minor
 from apps.events.services import event_create
 from apps.ledger import services as ledger
@@ -66,13 +67,15 @@ class ChargeParams:
 
 
 def _audit(charge: Charge, source: str, *, by: str, request_id: str, target: str = "", detail=None) -> None:
-    ChargeTransition.objects.create(
-        charge=charge,
-        source=source,
-        target=target or charge.status,
-        by=by,
-        request_id=request_id,
-        detail=detail or {},
+    insert(
+        ChargeTransition(
+            charge=charge,
+            source=source,
+            target=target or charge.status,
+            by=by,
+            request_id=request_id,
+            detail=detail or {},
+        )
     )
 
 
@@ -199,7 +202,7 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
         body=params.body,
         request_id=request_id,
     )
-    charge = Charge.objects.create(
+    charge = Charge(
         app=app,
         order=order,
         livemode=livemode,
@@ -216,6 +219,7 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
         request_id=request_id,
         next_query_at=timezone.now() + query_delay(0),
     )
+    insert(charge)
     _audit(charge, "", by="api", request_id=request_id)
     return charge
 

@@ -43,6 +43,7 @@ from moneyed import Money
 
 from apps.channels.adapters.base import ChannelFailure, ChannelRejected, ChannelUnavailable
 from apps.channels.models import ChannelAccount
+from apps.core.db import insert
 from apps.core.money import to_minor
 from apps.merchants.models import App
 from apps.routing import selectors
@@ -416,7 +417,7 @@ class Route:
         self.charge_id = charge_id
         self._attempt(self.current, "chosen")
         plan, card = self.plan, self.plan.card
-        record = RoutingDecision.objects.create(
+        record = RoutingDecision(
             charge_id=charge_id,
             app=self.app,
             livemode=plan.request.livemode,
@@ -435,6 +436,7 @@ class Route:
             reserved_day=selectors.local_day(plan.now),
             request_id=self.request_id,
         )
+        insert(record)
         self._record_id = record.pk
         return record
 

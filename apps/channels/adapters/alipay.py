@@ -97,8 +97,11 @@ class _AliPay(AliPay):
     def verified_sync_response(self, data, response_type):
         # The SDK opens a new connection per call (urlopen); the gateway is reached over a
         # kept-alive one instead, which saves a TCP handshake on both sides of every call.
-        url = self._gateway + "?" + self.sign_data(data)
-        response = _GATEWAY_POOL.request("GET", url, timeout=self._config.timeout, redirect=False)
+        gateway = urlsplit(self._gateway)
+        pool = _GATEWAY_POOLS.connection_from_host(gateway.hostname, gateway.port, gateway.scheme)
+        query = f"{gateway.query}&{self.sign_data(data)}" if gateway.query else self.sign_data(data)
+        target = f"{gateway.path or '/'}?{query}"  # handed to the pool as a path: parsed once
+        response = pool.urlopen("GET", target, timeout=self._config.timeout, redirect=False)
         if response.status >= 400:
             raise _GatewayHttpError(response.status)
         return self._verify_and_return_sync_response(response.data.decode(), response_type)
@@ -106,7 +109,7 @@ class _AliPay(AliPay):
 
 # One pool per process; no automatic retry: a call is made once, and failures are classified by
 # `AlipayAdapter._call` (a timeout is an unknown outcome, never retried blindly).
-_GATEWAY_POOL = urllib3.PoolManager(num_pools=16, maxsize=32, block=False, retries=False)
+_GATEWAY_POOLS = urllib3.PoolManager(num_pools=16, maxsize=32, block=False, retries=False)
 
 
 class _GatewayHttpError(Exception):
