@@ -5,7 +5,7 @@ requests never fire one more often than it was set to. A fault limited to some o
 (`params.operations`, e.g. ERROR_5XX on `["create"]`) is matched, and so spent, only by those.
 """
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 
 from apps.sandbox.models import FaultKind, SandboxFault
@@ -39,6 +39,12 @@ def fault_clear(*, provider: str | None = None) -> int:
     return qs.update(enabled=False)
 
 
+_ENABLED_FAULTS_SQL = (
+    f"SELECT kind, merchant_ref, out_trade_no, remaining FROM {SandboxFault._meta.db_table} "
+    "WHERE provider = %s AND enabled"
+)
+
+
 def fault_kinds_armed(*, provider: str, merchant_ref: str, out_trade_no: str = "") -> frozenset[str]:
     """The kinds of fault that could fire for the payment now: one read, so that a request can
     skip the locking `fault_take` of every kind that is not armed (the usual case).
@@ -47,9 +53,9 @@ def fault_kinds_armed(*, provider: str, merchant_ref: str, out_trade_no: str = "
     `_matching` (operations aside: a kind is armed if any of its faults could fire) is applied to
     them here rather than built into a query on every call.
     """
-    rows = SandboxFault.objects.filter(provider=provider, enabled=True).values_list(
-        "kind", "merchant_ref", "out_trade_no", "remaining"
-    )
+    with connection.cursor() as cursor:  # a fixed statement: every gateway call runs it
+        cursor.execute(_ENABLED_FAULTS_SQL, [provider])
+        rows = cursor.fetchall()
     return frozenset(
         kind
         for kind, ref, order, remaining in rows

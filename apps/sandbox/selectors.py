@@ -4,7 +4,10 @@ from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayRefund, Ali
 
 
 def alipay_app_get(*, app_id: str) -> AlipayApp | None:
-    return AlipayApp.objects.filter(app_id=app_id).first()
+    try:
+        return AlipayApp.objects.get(app_id=app_id)  # unique: no ordering needed
+    except AlipayApp.DoesNotExist:
+        return None
 
 
 def alipay_trade_find(*, app: AlipayApp, out_trade_no: str = "", trade_no: str = "") -> AlipayTrade | None:
