@@ -15,7 +15,7 @@ scripts/services.py provides DATABASE_URL (embedded or real). This script then:
    opens); the app's strategy is `composite` (every ranking input is used);
 3. measures, in this one process, sequentially, `--iterations` times each after a warm-up, with
    routing's settings at their defaults (PAYSYS_ROUTING_CACHE_SECONDS 2, _STATS_SECONDS 10,
-   _PREPARED on), every decision on a fresh amount drawn from 0.01 to 5000.00 CNY:
+   statements prepared by psycopg), every decision on a fresh amount drawn from 0.01 to 5000.00 CNY:
    (a) bare PK lookup: `ChannelAccount.objects.filter(pk=…).values_list("id").first()`, the
        smallest ORM round trip on the same database (a raw cursor `SELECT 1 FROM … WHERE id = %s`
        is printed too);
