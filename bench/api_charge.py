@@ -45,11 +45,23 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Interrupted, die_with_parent, free_port, make_log, on_signal, with_database  # noqa: E402
+from bench.common import (  # noqa: E402
+    Interrupted,
+    cpu_seconds,
+    database_backends,
+    die_with_parent,
+    free_port,
+    make_log,
+    on_signal,
+    process_tree,
+    with_database,
+)
 
 log = make_log("bench")
 PY = sys.executable
@@ -313,9 +325,17 @@ class RunResult:
     warmup_requests: int
     warmup_errors: int
     error_samples: list[str] = field(default_factory=list)
+    # CPU per request over the measured window, by process group (ms): where the cost lies.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
-def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: int) -> RunResult:
+def _group_cpu(groups: dict[str, list]) -> dict[str, float]:
+    return {name: cpu_seconds(members) for name, members in groups.items()}
+
+
+def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: int, groups) -> RunResult:
+    """One closed-loop run. `groups()` names the server-side processes (by group) whose CPU is
+    counted over the measured window, beside the load generator's own."""
     ctx = mp.get_context("fork")
     out = ctx.Queue()
     per_process = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
@@ -328,6 +348,12 @@ def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: i
     try:
         for p in procs:
             p.start()
+        measure_from = start_at + phase.warmup
+        time.sleep(max(0.0, measure_from - time.monotonic()))
+        members = {**groups(), "load generator": [psutil.Process(p.pid) for p in procs]}
+        before = _group_cpu(members)
+        time.sleep(max(0.0, measure_from + phase.duration - time.monotonic()))
+        cpu = {name: seconds - before[name] for name, seconds in _group_cpu(members).items()}
         merged = [out.get(timeout=phase.warmup + phase.duration + 120) for _ in procs]
         for p in procs:
             p.join(10)
@@ -350,6 +376,7 @@ def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: i
         warmup_requests=sum(m["warm_ok"] for m in merged),
         warmup_errors=sum(m["warm_err"] for m in merged),
         error_samples=samples,
+        cpu_ms={name: seconds * 1000 / len(latencies) for name, seconds in cpu.items()} if latencies else {},
     )
 
 
@@ -394,7 +421,13 @@ def machine_info(pg_version: str) -> dict:
 def fmt_run(r: RunResult) -> str:
     return (f"{r.phase:<8} requests {r.requests:>6}  {r.throughput:8.1f} req/s  p50 {r.p50_ms:7.1f} ms  "
             f"p99 {r.p99_ms:7.1f} ms  mean {r.mean_ms:7.1f} ms  errors {r.errors}"
-            f"  (warm-up {r.warmup_requests} ok / {r.warmup_errors} err)")  # fmt: skip
+            f"  (warm-up {r.warmup_requests} ok / {r.warmup_errors} err)\n"
+            f"         CPU per request: {_fmt_cpu(r.cpu_ms)}")  # fmt: skip
+
+
+def _fmt_cpu(cpu_ms: dict[str, float]) -> str:
+    parts = [f"{name} {ms:.2f} ms" for name, ms in cpu_ms.items()]
+    return ", ".join([*parts, f"total {sum(cpu_ms.values()):.2f} ms"])
 
 
 def summarize(runs: list[RunResult]) -> dict:
@@ -405,6 +438,7 @@ def summarize(runs: list[RunResult]) -> dict:
         "p99_ms": statistics.median(r.p99_ms for r in runs),
         "errors": sum(r.errors for r in runs),
         "runs": len(runs),
+        "cpu_ms": {name: statistics.median(r.cpu_ms.get(name, 0.0) for r in runs) for name in runs[0].cpu_ms},
     }
 
 
@@ -478,9 +512,19 @@ def main(argv: list[str]) -> int:
             api_server.wait_ready(f"{api}/v1/schema/")
             log(f"API ready at {api} ({config}); sandbox at {sandbox} ({args.sandbox_gunicorn})")
             runs: dict[str, list[RunResult]] = {p.name: [] for p in phases}
+            database = bench_url.rsplit("/", 1)[-1]
+
+            def groups(api_pid=api_server.proc.pid, sandbox_pid=sandbox_server.proc.pid, database=database):
+                return {
+                    "api": process_tree(api_pid),
+                    "sandbox": process_tree(sandbox_pid),
+                    "postgres": database_backends(database),
+                    "redis": [p for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"],
+                }
+
             for i in range(args.repeat):
                 for phase in phases:
-                    result = run_phase(api, demo, phase, args.processes, args.concurrency)
+                    result = run_phase(api, demo, phase, args.processes, args.concurrency, groups)
                     runs[phase.name].append(result)
                     print(f"[{config}] run {i + 1}/{args.repeat} {fmt_run(result)}", flush=True)
                     for sample in result.error_samples:
@@ -524,6 +568,7 @@ def report(args, machine: dict, per_config: list[dict], var: Path) -> None:
         for name, m in c["median"].items():
             lines.append(f"  median {name:<8} {m['throughput']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms  "
                          f"p99 {m['p99_ms']:7.1f} ms  errors {m['errors']} (over {m['runs']} runs)")  # fmt: skip
+            lines.append(f"    CPU per request (medians): {_fmt_cpu(m['cpu_ms'])}")
     lines.append(f"best config: {best['gunicorn']}")
     median = best["median"]
     if "ping" in median and "charges" in median:

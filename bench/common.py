@@ -43,3 +43,33 @@ def free_port() -> int:
 def with_database(url: str, name: str) -> str:
     """The same server URL, naming another database."""
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def cpu_seconds(processes) -> float:
+    """User + system CPU seconds of these psutil processes (ones that have exited count 0)."""
+    import psutil
+
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def process_tree(pid: int) -> list:
+    """The psutil process `pid` and its descendants (a gunicorn master and its workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def database_backends(database: str) -> list:
+    """The PostgreSQL backends serving `database` on this machine (by their process title)."""
+    import psutil
+
+    marker = f" {database} "
+    return [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or []) + " "]

@@ -40,7 +40,14 @@ from bench.api_charge import (  # noqa: E402
     prepare_database,
     run_step,
 )
-from bench.common import Interrupted, free_port, on_signal  # noqa: E402
+from bench.common import (  # noqa: E402
+    Interrupted,
+    cpu_seconds,
+    database_backends,
+    free_port,
+    on_signal,
+    process_tree,
+)
 
 
 def aggregate(root) -> tuple[dict, dict]:
@@ -70,26 +77,15 @@ def aggregate(root) -> tuple[dict, dict]:
     return inclusive, self_time
 
 
-def _cpu_seconds(processes) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def cpu_cost(one, count: int, *, sandbox_pid: int, database: str) -> int:
     """CPU per request, one request at a time, by process: less sensitive to other work on a
     shared machine than throughput under load is, and it says where the cost lies."""
-    sandbox = psutil.Process(sandbox_pid)
-    backends = [
-        p for p in psutil.process_iter(["cmdline"]) if f" {database} " in " ".join(p.info["cmdline"] or []) + " "
-    ]
-    groups = {"api (this process)": [psutil.Process()], "sandbox": [sandbox, *sandbox.children()], "postgres": backends}
-    before = {name: _cpu_seconds(procs) for name, procs in groups.items()}
+    groups = {
+        "api (this process)": [psutil.Process()],
+        "sandbox": process_tree(sandbox_pid),
+        "postgres": database_backends(database),
+    }
+    before = {name: cpu_seconds(procs) for name, procs in groups.items()}
     wall0 = time.perf_counter()
     for n in range(count):
         one(n)
@@ -97,7 +93,7 @@ def cpu_cost(one, count: int, *, sandbox_pid: int, database: str) -> int:
     total = 0.0
     print(f"\n{count} requests one at a time, {wall / count * 1000:.2f} ms wall each; CPU per request:")
     for name, procs in groups.items():
-        ms = (_cpu_seconds(procs) - before[name]) / count * 1000
+        ms = (cpu_seconds(procs) - before[name]) / count * 1000
         total += ms
         print(f"  {name:20s} {ms:6.2f} ms")
     print(f"  {'total':20s} {total:6.2f} ms")
