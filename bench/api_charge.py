@@ -53,7 +53,8 @@ if str(ROOT) not in sys.path:
 
 from bench.common import (  # noqa: E402
     Interrupted,
-    cpu_seconds,
+    cpu_by_process,
+    cpu_spent,
     database_backends,
     die_with_parent,
     free_port,
@@ -329,8 +330,8 @@ class RunResult:
     cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
-def _group_cpu(groups: dict[str, list]) -> dict[str, float]:
-    return {name: cpu_seconds(members) for name, members in groups.items()}
+def _group_cpu(groups: dict[str, list]) -> dict[str, dict[int, float]]:
+    return {name: cpu_by_process(members) for name, members in groups.items()}
 
 
 def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: int, groups) -> RunResult:
@@ -353,7 +354,7 @@ def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: i
         members = {**groups(), "load generator": [psutil.Process(p.pid) for p in procs]}
         before = _group_cpu(members)
         time.sleep(max(0.0, measure_from + phase.duration - time.monotonic()))
-        cpu = {name: seconds - before[name] for name, seconds in _group_cpu(members).items()}
+        cpu = {name: cpu_spent(before[name], after) for name, after in _group_cpu(members).items()}
         merged = [out.get(timeout=phase.warmup + phase.duration + 120) for _ in procs]
         for p in procs:
             p.join(10)

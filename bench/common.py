@@ -45,18 +45,24 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
-def cpu_seconds(processes) -> float:
-    """User + system CPU seconds of these psutil processes (ones that have exited count 0)."""
+def cpu_by_process(processes) -> dict[int, float]:
+    """User + system CPU seconds of each of these psutil processes that still runs, by pid."""
     import psutil
 
-    total = 0.0
+    seconds = {}
     for process in processes:
         try:
             times = process.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
-    return total
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two `cpu_by_process` readings by the processes in both (one
+    that exited in between is left out rather than counted negative)."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
 
 
 def process_tree(pid: int) -> list:

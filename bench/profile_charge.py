@@ -42,7 +42,8 @@ from bench.api_charge import (  # noqa: E402
 )
 from bench.common import (  # noqa: E402
     Interrupted,
-    cpu_seconds,
+    cpu_by_process,
+    cpu_spent,
     database_backends,
     free_port,
     on_signal,
@@ -85,7 +86,7 @@ def cpu_cost(one, count: int, *, sandbox_pid: int, database: str) -> int:
         "sandbox": process_tree(sandbox_pid),
         "postgres": database_backends(database),
     }
-    before = {name: cpu_seconds(procs) for name, procs in groups.items()}
+    before = {name: cpu_by_process(procs) for name, procs in groups.items()}
     wall0 = time.perf_counter()
     for n in range(count):
         one(n)
@@ -93,7 +94,7 @@ def cpu_cost(one, count: int, *, sandbox_pid: int, database: str) -> int:
     total = 0.0
     print(f"\n{count} requests one at a time, {wall / count * 1000:.2f} ms wall each; CPU per request:")
     for name, procs in groups.items():
-        ms = (cpu_seconds(procs) - before[name]) / count * 1000
+        ms = cpu_spent(before[name], cpu_by_process(procs)) / count * 1000
         total += ms
         print(f"  {name:20s} {ms:6.2f} ms")
     print(f"  {'total':20s} {total:6.2f} ms")
