@@ -1,5 +1,6 @@
 import base64
 import json
+import math
 import time
 
 import pytest
@@ -99,11 +100,13 @@ def test_a_missing_signature_is_401_when_the_app_has_a_public_key(client, mercha
 @pytest.mark.parametrize("skew", [-301, 301, -3600], ids=["301s-old", "301s-ahead", "an-hour-old"])
 def test_a_stale_timestamp_is_401(client, merchant, skew):
     body = json.dumps(charge_payload(merchant)).encode()
+    # Whole seconds away from the true time, rounded away from it: int(time.time()) + 301 is only
+    # 300.x s ahead, and the check, a moment later, would see 300 s or less.
+    now = time.time()
+    timestamp = math.ceil(now) + skew if skew > 0 else math.floor(now) + skew
     headers = {
         "Authorization": f"Bearer {merchant.test_secret_key}",
-        **sign_headers(
-            private_pem=merchant.private_pem, body=body, uri="/v1/charges", timestamp=int(time.time()) + skew
-        ),
+        **sign_headers(private_pem=merchant.private_pem, body=body, uri="/v1/charges", timestamp=timestamp),
     }
     response = client.generic("POST", "/v1/charges", body, content_type="application/json", headers=headers)
     assert_error(response, 401, code="signature_timestamp_invalid")
