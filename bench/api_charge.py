@@ -58,6 +58,7 @@ from bench.common import (  # noqa: E402
     database_backends,
     die_with_parent,
     free_port,
+    load_average,
     make_log,
     on_signal,
     process_tree,
@@ -415,7 +416,7 @@ def machine_info(pg_version: str) -> dict:
         "python": platform.python_version(),
         "postgresql": pg_version,
         "gunicorn": gunicorn.__version__,
-        "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "loadavg_at_start": load_average(),
     }
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import socket
 import sys
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def make_log(prefix: str) -> Callable[[str], None]:

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import make_log, with_database  # noqa: E402
+from bench.common import load_average, make_log, with_database  # noqa: E402
 
 log = make_log("bench-ledger")
 
@@ -99,10 +99,6 @@ def pg_env(url: str) -> tuple[list[str], dict[str, str]]:
     if parts.password:
         env["PGPASSWORD"] = unquote(parts.password)
     return args, env
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def vacuum_analyze(url: str) -> None:
@@ -278,7 +274,8 @@ def main() -> int:
                    check=True)  # fmt: skip
     seed_accounts(ledger_url, opts.merchants)
     log(f"populating {LEDGER_DB}: {opts.warmup:.0f}s of phase (a), then VACUUM ANALYZE")
-    run_ledger_phase(ledger_url, merchants=opts.merchants, workers=opts.workers, warmup=0, duration=opts.warmup)
+    if opts.warmup > 0:
+        run_ledger_phase(ledger_url, merchants=opts.merchants, workers=opts.workers, warmup=0, duration=opts.warmup)
     vacuum_analyze(ledger_url)
     pgbench_url = recreate_database(server_url, PGBENCH_DB)
     args, pg_environ = pg_env(pgbench_url)

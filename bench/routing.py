@@ -23,14 +23,15 @@ scripts/services.py provides DATABASE_URL (embedded or real). This script then:
        with one call-log row written (untimed) after each decision, as each charge logs its
        create call; the caches are warm and refresh on their own schedule during the run;
    (b') the same with a quiet call log;
-   (e) the decision and the decision record's candidate list (`Decision.assessments` as dicts:
-       built on first use, what `Route.bind` stores later on the charge path);
+   (e) what a charge pays: the decision and the decision record's candidate list
+       (`Decision.assessments` as dicts, built on first use, what `Route.bind` stores), with a
+       call logged between decisions as in (b);
    (c) the engine alone: `engine.decide` on the same 50 candidates and statistics (no database);
    (d) routing decision, cold: caches off (`PAYSYS_ROUTING_CACHE_SECONDS=0`): every decision
        reads accounts, windows, allowed apps, fee plans, route config, the call-log aggregates
        (percentiles over the last hour) and the counters (fewer iterations: `--iterations/10`);
 4. prints p50/p90/p99/p99.9/max in milliseconds, the ratios to (a), the garbage collector's runs
-   during (b), PASS/FAIL against the target p99(b) < 2 ms, and writes var/bench/routing-<time>.json.
+   during (b), PASS/FAIL against the target p99(e) < 2 ms, and writes var/bench/routing-<time>.json.
 """
 
 from __future__ import annotations
@@ -271,11 +272,8 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
 
     run_settings = {
-        name: getattr(settings, name, default)
-        for name, default in [
-            ("PAYSYS_ROUTING_CACHE_SECONDS", 2.0),
-            ("PAYSYS_ROUTING_STATS_SECONDS", 10.0),
-        ]
+        "PAYSYS_ROUTING_CACHE_SECONDS": selectors._cache_seconds(),
+        "PAYSYS_ROUTING_STATS_SECONDS": selectors._stats_seconds(),
     }
     if args.gc_freeze:
         gc.collect()
@@ -290,8 +288,8 @@ def main(argv: list[str]) -> int:
     results["route_warm"]["gc"] = pauses.summary()
     log("(b') routing decision, warm caches, quiet call log")
     results["route_warm_quiet"] = percentiles(timed(route, iterations, warmup))
-    log("(e) routing decision and the record's candidate list")
-    results["route_record"] = percentiles(timed(route_and_record, iterations, warmup))
+    log("(e) routing decision and the record's candidate list, one call logged between decisions")
+    results["route_record"] = percentiles(timed(route_and_record, iterations, warmup, between=log_a_call))
     log("(c) engine alone")
     now = timezone.now()
     inputs = selectors.decision_inputs(app_id=app.pk, livemode=False, method="alipay_qr", currency="CNY", now=now)
@@ -340,8 +338,9 @@ def main(argv: list[str]) -> int:
             f"{label:<44}{r['n']:>6}{r['p50_ms']:>9.3f}{r['p90_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['p999_ms']:>10.3f}"
             f"{r['max_ms']:>9.3f}{ratio:>8.1f}"
         )
-    verdict = "PASS" if results["route_warm"]["p99_ms"] < TARGET_P99_MS else "FAIL"
-    print(f"target: p99 of (b) < {TARGET_P99_MS} ms: {verdict} ({results['route_warm']['p99_ms']:.3f} ms)")
+    # The target is judged on what a charge pays: the decision and its record's candidate list.
+    verdict = "PASS" if results["route_record"]["p99_ms"] < TARGET_P99_MS else "FAIL"
+    print(f"target: p99 of (e) < {TARGET_P99_MS} ms: {verdict} ({results['route_record']['p99_ms']:.3f} ms)")
     out = ROOT / "var" / "bench" / f"routing-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine, "args": vars(args), "settings": run_settings, "results": results}

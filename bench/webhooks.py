@@ -56,7 +56,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Interrupted, die_with_parent, free_port, make_log, on_signal, with_database  # noqa: E402
+from bench.common import (  # noqa: E402
+    Interrupted,
+    die_with_parent,
+    free_port,
+    load_average,
+    make_log,
+    on_signal,
+    with_database,
+)
 
 log = make_log("bench")
 PY = sys.executable
@@ -551,7 +559,7 @@ def machine_info(bench_url: str) -> dict:
         "postgresql": pg_version,
         "synchronous_commit": sync_commit,
         "celery": celery.__version__,
-        "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "loadavg_at_start": load_average(),
     }
 
 
@@ -568,7 +576,7 @@ def report(args, machine: dict, runs: list[Run], var: Path) -> bool:
     med_ratio = statistics.median(r.ratio for r in runs)
     ratio = med_hook / med_base if med_base else 0.0
     valid = all(r.verified for r in runs)
-    machine["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    machine["loadavg_at_end"] = load_average()
     lines = ["", "=" * 78, "bench/webhooks.py", "machine:"]
     lines += [f"  {k:<17} {v}" for k, v in machine.items()]
     lines += [

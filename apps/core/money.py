@@ -80,7 +80,7 @@ def minor_of_decimal_string(value: str, currency: Currency | str, *, rounding: s
     sign, digits = (-1, value[1:]) if value[:1] == "-" else (1, value)
     whole, dot, fraction = digits.partition(".")
     plain = whole.isascii() and whole.isdigit() and fraction.isascii() and (fraction.isdigit() or not dot)
-    if plain and len(fraction) <= places and len(whole) < 19:  # the common case, without Decimal
+    if plain and len(fraction) <= places and len(whole) + places < 19:  # in range of a bigint: no Decimal
         return sign * (int(whole) * 10**places + int(fraction.ljust(places, "0") or "0"))
     if not value.isascii():  # Decimal would read other scripts' digits
         raise ValueError(f"{value!r} is not a number")

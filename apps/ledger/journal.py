@@ -72,7 +72,6 @@ class PostedEntry:
 @dataclass(frozen=True)
 class _Account:
     id: int
-    slot_count: int
     normal_side: str
     may_go_negative: bool
 
@@ -150,15 +149,15 @@ def accounts_resolve(*, livemode: bool, keys: set[AccountKey]) -> dict[AccountKe
 def _accounts_select(livemode: bool, keys: set[AccountKey]) -> dict[AccountKey, _Account]:
     keys = list(keys)
     rows = _execute(
-        "SELECT a.id, k.type, k.owner_id, k.currency, a.slot_count, a.normal_side, a.may_go_negative"
+        "SELECT a.id, k.type, k.owner_id, k.currency, a.normal_side, a.may_go_negative"
         " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS k(type, owner_id, currency)"
-        " CROSS JOIN LATERAL (SELECT a.id, a.slot_count, a.normal_side, a.may_go_negative FROM ledger_account a"
+        " CROSS JOIN LATERAL (SELECT a.id, a.normal_side, a.may_go_negative FROM ledger_account a"
         " WHERE a.livemode = %s AND a.type = k.type AND a.owner_id = k.owner_id AND a.currency = k.currency LIMIT 1) a",
         [[key.type for key in keys], [key.owner_id for key in keys], [key.currency for key in keys], livemode],
     )
     return {
-        AccountKey(type_, owner_id, currency): _Account(id_, slots, side, negative)
-        for id_, type_, owner_id, currency, slots, side, negative in rows
+        AccountKey(type_, owner_id, currency): _Account(id_, side, negative)
+        for id_, type_, owner_id, currency, side, negative in rows
     }
 
 
@@ -217,7 +216,9 @@ _POSTINGS_AND_SLOTS = (
     " s AS MATERIALIZED (SELECT ledger_balances_add(array_agg(k.id ORDER BY k.id),"
     " array_agg(k.slot_count::int ORDER BY k.id), array_agg(k.delta ORDER BY k.id)) FROM e, k WHERE k.delta <> 0)"
 )
-# The whole post, one statement: (accounts found, of which guarded, entry id and date).
+# The whole post, one statement: (accounts found, of which guarded, entry id and date, and the
+# count of `s`, which the caller ignores: a SELECT in a WITH clause runs only if something reads
+# it, and `s` is where the balances change).
 _POST = (
     f"WITH {_ACCOUNTS}, {_ENTRY}, {_POSTINGS_AND_SLOTS}"
     " SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM k WHERE k.guarded), e.id, e.accounting_date,"
@@ -242,9 +243,9 @@ def _entry_accounts(lines: list[Line]) -> tuple[list[AccountKey], list[int], lis
     return list(numbers), deltas, line_accounts
 
 
-def _needs_lock(key: AccountKey, delta: int) -> bool:
-    rule = CHART[key.type]
-    return not rule.may_go_negative and _normal(rule.normal_side, delta) < 0
+def _needs_lock(account, delta: int) -> bool:
+    """A decrease of an account that may not go negative (an AccountRule or an _Account)."""
+    return not account.may_go_negative and _normal(account.normal_side, delta) < 0
 
 
 def journal_post(
@@ -275,7 +276,7 @@ def journal_post(
         "currencies": [key.currency for key in keys], "deltas": deltas, "lines": line_accounts,
         "amounts": [line.amount for line in lines], "locked": False,
     }  # fmt: skip
-    if not any(_needs_lock(key, delta) for key, delta in zip(keys, deltas, strict=True)):
+    if not any(_needs_lock(CHART[key.type], delta) for key, delta in zip(keys, deltas, strict=True)):
         for attempt in range(2):
             [(found, guarded, entry_id, accounting_date, _)] = _execute(_POST, params)
             if entry_id is not None:
@@ -297,7 +298,7 @@ def _post_locked(params: dict, keys: list[AccountKey], deltas: list[int], livemo
         guarded = {
             accounts[key].id: (accounts[key], delta)
             for key, delta in zip(keys, deltas, strict=True)
-            if not accounts[key].may_go_negative and _normal(accounts[key].normal_side, delta) < 0
+            if _needs_lock(accounts[key], delta)
         }
         balances = accounts_lock(account_ids=list(guarded)) if guarded else {}
         for account_id, (account, delta) in guarded.items():

@@ -10,18 +10,17 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from apps.channels.adapters import adapter_class
 from apps.channels.adapters.base import (
     ChannelFailure,
     ChannelRejected,
     PaymentStatus,
 )
 from apps.channels.services import adapter_for
-from apps.orders.services import order_close_if_unpayable, order_lock
 from apps.payments import exceptions as errors
 from apps.payments.due import schedule_next_query
 from apps.payments.models import OPEN_STATUSES, Charge, ChargeStatus
-from apps.payments.services import _audit, charge_apply_provider_result, charge_lock
-from apps.routing.services import route_release
+from apps.payments.services import charge_apply_provider_result, charge_close_locked, charge_lock
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +77,7 @@ def charge_close_locally(*, charge_id: int, by: str, request_id: str, reversed_:
     """After the provider confirmed the close: the charge, and the order if nothing can pay it now."""
     charge = charge_lock(charge_id=charge_id)
     if charge.status in OPEN_STATUSES:
-        source = charge.status
-        charge.close(closed_at=timezone.now())
-        charge.next_query_at = None
-        charge.reversed = charge.reversed or reversed_
-        charge.save()
-        _audit(charge, source, by=by, request_id=request_id)
-        route_release(charge_id=charge.public_id)  # its daily-cap reservation, once
-        order = order_lock(order_id=charge.order_id)
-        open_charges = order.charges.filter(status__in=OPEN_STATUSES).count()
-        order_close_if_unpayable(order=order, open_charges=open_charges, by=by, request_id=request_id)
+        charge_close_locked(charge=charge, by=by, request_id=request_id, reversed_=reversed_)
     return charge
 
 
@@ -97,7 +87,7 @@ def charge_reverse(*, charge: Charge, request_id: str) -> Charge:
         raise errors.ChargeAlreadyPaid(f"Charge {charge.public_id} is paid: refund it instead of reversing it.")
     if charge.status not in OPEN_STATUSES:
         return charge
-    if not adapter_for(charge.channel_account).closes_payments and timezone.now() < charge.time_expire:
+    if not adapter_class(charge.channel_account.provider).closes_payments and timezone.now() < charge.time_expire:
         # Closed here, the payment would stay payable at the provider: the payer could still pay.
         raise errors.ChargeNotReversible(
             f"{charge.channel} has no way to close a payment before it expires: charge {charge.public_id} "

@@ -233,8 +233,6 @@ def charge_submit(*, charge: Charge, credential: dict, transaction_no: str, requ
     notification, the active query or a reverse moved the charge meanwhile, the charge is returned
     as it now is and nothing is written.
     """
-    if charge.status != ChargeStatus.CREATED:
-        return Charge.objects.get(pk=charge.pk)
     charge.submit(credential=credential, transaction_no=transaction_no)
     try:
         charge.save(update_fields=["status", "credential", "transaction_no"])
@@ -268,16 +266,25 @@ def charge_apply_provider_result(*, charge_id: int, result: PaymentResult, by: s
         if result.status == PaymentStatus.SUCCEEDED:
             _apply_success(charge, result, by=by, request_id=request_id)
         elif result.status in (PaymentStatus.CLOSED, PaymentStatus.FAILED) and charge.status in OPEN_STATUSES:
-            source = charge.status
-            charge.close(closed_at=timezone.now())
-            charge.next_query_at = None
-            charge.save()
-            _audit(charge, source, by=by, request_id=request_id, detail={"provider_status": result.status})
-            route_release(charge_id=charge.public_id)  # its daily-cap reservation, once
-            order = order_lock(order_id=charge.order_id)
-            open_charges = order.charges.filter(status__in=OPEN_STATUSES).count()
-            order_close_if_unpayable(order=order, open_charges=open_charges, by=by, request_id=request_id)
+            charge_close_locked(charge=charge, by=by, request_id=request_id, detail={"provider_status": result.status})
     return charge
+
+
+def charge_close_locked(
+    *, charge: Charge, by: str, request_id: str, reversed_: bool = False, detail: dict | None = None
+) -> None:
+    """Closes an open charge locked in the caller's transaction: its audit row, its daily-cap
+    reservation given back (once), and its order closed if nothing can pay it now."""
+    source = charge.status
+    charge.close(closed_at=timezone.now())
+    charge.next_query_at = None
+    charge.reversed = charge.reversed or reversed_
+    charge.save()
+    _audit(charge, source, by=by, request_id=request_id, detail=detail)
+    route_release(charge_id=charge.public_id)
+    order = order_lock(order_id=charge.order_id)
+    open_charges = order.charges.filter(status__in=OPEN_STATUSES).count()
+    order_close_if_unpayable(order=order, open_charges=open_charges, by=by, request_id=request_id)
 
 
 def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id: str) -> None:

@@ -9,7 +9,6 @@ from django.core.exceptions import PermissionDenied
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -18,7 +17,6 @@ from apps.core.money import from_minor
 from apps.merchants.models import App
 from apps.routing import selectors
 from apps.routing.cards import Card, card_fingerprint
-from apps.routing.engine import BreakerState
 from apps.routing.models import (
     CardBin,
     CircuitBreaker,
@@ -28,7 +26,7 @@ from apps.routing.models import (
     RoutingDecision,
     RoutingPolicy,
 )
-from apps.routing.services import route_plan
+from apps.routing.services import breakers_close, route_plan
 
 
 class MaintenanceWindowInline(admin.TabularInline):
@@ -90,11 +88,8 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Close the selected breakers (the account is healthy again)")
     def close_breakers(self, request, queryset):
-        # Every decision reads the breaker rows afresh: the next one sees this.
-        queryset.update(
-            state=BreakerState.CLOSED, changed_at=timezone.now(), reason="closed from the console", probes=0,
-            probe_until=None,
-        )  # fmt: skip
+        account_ids = list(queryset.values_list("account_id", flat=True))
+        breakers_close(account_ids=account_ids, reason="closed from the console")
 
 
 @admin.register(DailyCounter)

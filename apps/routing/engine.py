@@ -486,7 +486,7 @@ def decide(request: RouteRequest, candidates: Iterable[Candidate], stats: Routin
                 name=c.name,
                 removed=reason,
                 detail=detail,
-                cost=payment_cost(c, request) if reason is None else None,
+                cost=None if reason is not None else costs.get(account_id) or payment_cost(c, request),
                 success_rate=seen.success_rate if seen else None,
                 p50_ms=seen.p50_ms if seen else None,
                 score=scores.get(account_id),

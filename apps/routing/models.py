@@ -187,8 +187,8 @@ class RoutingDecision(models.Model):
     # The daily-cap reservation the charge holds now (account and local day; `amount`/`currency`
     # above): cleared when it is given back. `released_at`: the charge closed or failed unpaid and
     # its reservation was given back (once); no reservation is taken for it afterwards.
-    reserved_account = models.ForeignKey(
-        ChannelAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    reserved_account = models.ForeignKey(  # no index: written on every decision, never searched by
+        ChannelAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     reserved_day = models.DateField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
@@ -211,7 +211,7 @@ class RoutingDecision(models.Model):
 class ConfigVersion(models.Model):
     """One row (id 1) whose `version` changes in the same transaction as any edit of what routing
     caches per process: accounts, policies and their allowed apps, maintenance windows, route
-    configs and fee plans (statement triggers, migration 0003). A decision reads it with the
+    configs and fee plans (statement triggers, migration 0004). A decision reads it with the
     day's usage and rebuilds its cached configuration when it differs (docs/routing.md)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)

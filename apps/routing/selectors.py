@@ -14,8 +14,9 @@ What a decision reads (`decision_inputs`; docs/routing.md, "Caching and freshnes
     transaction as any edit, migration 0004) and, for the snapshot, on the same local day;
   * the breaker-window counts: recounted every `PAYSYS_ROUTING_CACHE_SECONDS` (default 2 s) and
     whenever a breaker row changes; in between, every call logged since the last read (by call-log
-    id) is added to them on each decision, so no call is ever left out: only the start of each
-    window may lie up to that interval further back than `window_seconds`;
+    id) is added to them on each decision; only the start of each window may lie up to that
+    interval further back than `window_seconds`, and a call whose row commits after greater ids
+    were read is counted at the next recount;
   * the last hour's success rate and median latency per account (ranking only): recomputed every
     `PAYSYS_ROUTING_STATS_SECONDS` (default 10 s).
 - `PAYSYS_ROUTING_CACHE_SECONDS = 0` turns every cache off: each decision reads everything.

@@ -112,13 +112,16 @@ def breakers_save(*, changes: dict[int, tuple[Breaker, Breaker]]) -> bool:
     """Persists breaker transitions decided by the engine, each `(from, to)` only while the row
     still holds `from` (compare-and-set; no row is a closed breaker). Returns False when another
     process moved a breaker first: the decision was made on a state that no longer holds."""
-    applied = True
-    for account_id, (before, after) in changes.items():
-        if _breaker_move(account_id=account_id, before=before, after=after):
-            logger.warning("routing: breaker of account %s now %s (%s)", account_id, after.state, after.reason)
-        else:
-            applied = False
-    return applied
+    # A list, not a generator: every move is tried before `all` looks at the results.
+    return all([_breaker_move(account_id=account_id, before=b, after=a) for account_id, (b, a) in changes.items()])
+
+
+def breakers_close(*, account_ids: list[int], reason: str) -> int:
+    """Closes these accounts' breakers whatever their state (the console: the account is healthy
+    again). Every decision reads the breaker rows afresh, so the next one sees it."""
+    return CircuitBreaker.objects.filter(account_id__in=account_ids).update(
+        state=BreakerState.CLOSED, changed_at=timezone.now(), reason=reason[:200], probes=0, probe_until=None
+    )
 
 
 def _breaker_move(*, account_id: int, before: Breaker, after: Breaker) -> bool:
@@ -144,7 +147,10 @@ def _breaker_move(*, account_id: int, before: Breaker, after: Breaker) -> bool:
         )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount == 1
+        moved = cursor.rowcount == 1
+    if moved:
+        logger.warning("routing: breaker of account %s now %s (%s)", account_id, after.state, after.reason)
+    return moved
 
 
 def _probe_lease(config: BreakerConfig) -> float:
@@ -181,8 +187,7 @@ def probe_end(*, account_id: int, breaker: Breaker, outcome: ProbeOutcome) -> No
     is given back. Nothing happens if the breaker has moved on meanwhile."""
     after = breaker_after_probe(breaker, outcome, timezone.now())
     if after is not breaker:
-        if _breaker_move(account_id=account_id, before=breaker, after=after):
-            logger.warning("routing: breaker of account %s now %s (%s)", account_id, after.state, after.reason)
+        _breaker_move(account_id=account_id, before=breaker, after=after)
         return
     CircuitBreaker.objects.filter(account_id=account_id, state=breaker.state, changed_at=breaker.changed_at).update(
         probes=Greatest(F("probes") - 1, Value(0))
@@ -197,7 +202,7 @@ def _reservation_give_back(*, closing: bool, **where) -> bool:
     the record is locked and its reservation cleared in the same transaction as the counter
     update. `closing` also marks the record released (no reservation is taken for it again).
     Returns whether a reservation was given back."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # the caller's transaction, when there is one
         row = (
             RoutingDecision.objects.select_for_update()
             .filter(**where)

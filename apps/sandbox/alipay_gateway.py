@@ -24,7 +24,6 @@ from django.utils import timezone
 from apps.sandbox import alipay_bill, selectors, services
 from apps.sandbox import alipay_protocol as proto
 from apps.sandbox.exceptions import AlipayGatewayError, business_error
-from apps.sandbox.faults import fault_take
 from apps.sandbox.models import (
     AlipayApp,
     AlipayProductCode,
@@ -107,10 +106,9 @@ def _late_if(kind: str, call: GatewayCall, out_trade_no: str, node: dict) -> dic
 
 def _error_5xx_take(app: AlipayApp, method: str, out_trade_no: str, armed: frozenset[str]) -> SandboxFault | None:
     """The ERROR_5XX fault for this method, consumed; one limited to other methods is not spent."""
-    return fault_take(
-        provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=app.app_id, out_trade_no=out_trade_no,
-        operation=method, armed=armed,
-    )  # fmt: skip
+    return services.alipay_fault_take(
+        FaultKind.ERROR_5XX, app=app, out_trade_no=out_trade_no, operation=method, armed=armed
+    )
 
 
 def _precreate(call: GatewayCall) -> dict:

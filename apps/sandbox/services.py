@@ -45,9 +45,21 @@ PROVIDER = "alipay"
 
 
 def alipay_fault_take(
-    kind: str, *, app: AlipayApp, out_trade_no: str = "", armed: frozenset[str] | None = None
+    kind: str,
+    *,
+    app: AlipayApp,
+    out_trade_no: str = "",
+    operation: str | None = None,
+    armed: frozenset[str] | None = None,
 ) -> SandboxFault | None:
-    return fault_take(provider=PROVIDER, kind=kind, merchant_ref=app.app_id, out_trade_no=out_trade_no, armed=armed)
+    return fault_take(
+        provider=PROVIDER,
+        kind=kind,
+        merchant_ref=app.app_id,
+        out_trade_no=out_trade_no,
+        operation=operation,
+        armed=armed,
+    )
 
 
 def alipay_fault_kinds_armed(*, app: AlipayApp, out_trade_no: str = "") -> frozenset[str]:

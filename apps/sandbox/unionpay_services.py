@@ -162,8 +162,10 @@ def _fault(kind: str, txn: UnionPayTxn, *also_order_ids: str):
     return None
 
 
-def fault_for(kind: str, *, merchant: UnionPayMerchant, order_id: str):
-    return fault_take(provider=PROVIDER, kind=kind, merchant_ref=merchant.mer_id, out_trade_no=order_id)
+def fault_for(kind: str, *, merchant: UnionPayMerchant, order_id: str, operation: str | None = None):
+    return fault_take(
+        provider=PROVIDER, kind=kind, merchant_ref=merchant.mer_id, out_trade_no=order_id, operation=operation
+    )
 
 
 def operation_fails_5xx(*, merchant: UnionPayMerchant | None, operation: str, order_id: str = "") -> bool:
@@ -173,11 +175,7 @@ def operation_fails_5xx(*, merchant: UnionPayMerchant | None, operation: str, or
     """
     if merchant is None:
         return False
-    fault = fault_take(
-        provider=PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=merchant.mer_id, out_trade_no=order_id,
-        operation=operation,
-    )  # fmt: skip
-    return fault is not None
+    return fault_for(FaultKind.ERROR_5XX, merchant=merchant, order_id=order_id, operation=operation) is not None
 
 
 def fault_sleep(fault) -> None:
@@ -407,7 +405,7 @@ def _notification_create(txn: UnionPayTxn) -> UnionPayNotification | None:
     return notification
 
 
-def _release_held(*, consume_id: int) -> int:
+def _release_held(*, consume_id: int) -> None:
     """Out of order: a consume's held notifications go out once one of its refunds' notifications
     has been delivered (not merely created: under load a later task can overtake an earlier one)."""
     with transaction.atomic():
@@ -419,7 +417,6 @@ def _release_held(*, consume_id: int) -> int:
         UnionPayNotification.objects.filter(id__in=ids).update(held=False)
     for notification_id in ids:
         _enqueue(notification_id)
-    return len(ids)
 
 
 def unionpay_notification_deliver(*, notification_id: int) -> bool | float:

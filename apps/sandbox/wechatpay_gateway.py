@@ -64,8 +64,11 @@ def _json(call: Call) -> dict:
     return document
 
 
-def _fault(kind: str, merchant: WechatpayMerchant, out_trade_no: str = ""):
-    return fault_take(provider=services.PROVIDER, kind=kind, merchant_ref=merchant.mchid, out_trade_no=out_trade_no)
+def _fault(kind: str, merchant: WechatpayMerchant, out_trade_no: str = "", operation: str | None = None):
+    return fault_take(
+        provider=services.PROVIDER, kind=kind, merchant_ref=merchant.mchid, out_trade_no=out_trade_no,
+        operation=operation,
+    )  # fmt: skip
 
 
 def _timeout_seconds(fault) -> float:
@@ -78,10 +81,7 @@ def _check_5xx(merchant: WechatpayMerchant, operation: str, out_trade_no: str = 
     Operations: create, query, close, refund, refund_query, bill. A fault limited to some of them
     is spent only by those.
     """
-    fault = fault_take(
-        provider=services.PROVIDER, kind=FaultKind.ERROR_5XX, merchant_ref=merchant.mchid, out_trade_no=out_trade_no,
-        operation=operation,
-    )  # fmt: skip
+    fault = _fault(FaultKind.ERROR_5XX, merchant, out_trade_no, operation=operation)
     if fault is not None:
         raise WechatpayApiError(int((fault.params or {}).get("status", 500)), "SYSTEM_ERROR", "系统错误")
 
