@@ -236,7 +236,8 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int, supersede: b
     """Classifies every line and item of the day and writes discrepancies and holds (idempotent).
 
     `supersede`: the day was run before on another file; its open discrepancies this file does
-    not show any more are resolved (the provider corrected its bill).
+    not show any more are resolved (the provider corrected its bill), and its holds whose item this
+    file lists are released.
     `MatchResult.cleared`: per currency, the net of the matched lines whose money no discrepancy
     action has moved already: what the day's bill says the channel settles.
     """
@@ -255,6 +256,7 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int, supersede: b
         _discrepancies_write(cursor, rows)
         if supersede:
             _discrepancies_supersede(cursor, rows)
+            _holds_supersede(cursor, rows)
         _holds_write(cursor, rows)
     holds_settle(account_id=account_id, day=day, run_id=run_id)
     return result
@@ -362,6 +364,21 @@ def _discrepancies_supersede(cursor, params: dict) -> None:
         )
         INSERT INTO reconciliation_discrepancyaction (discrepancy_id, action, source, target, by, detail, at)
         SELECT id, 'superseded', 'open', 'resolved', 'system', jsonb_build_object('run', %(run)s), now() FROM gone
+        """,
+        params,
+    )
+
+
+def _holds_supersede(cursor, params: dict) -> None:
+    """Holds of the day from an earlier file whose item this file lists are released: the item is
+    on its own day's bill after all (and matched or a discrepancy here), not missing. Left held,
+    it would expire into channel_missing when the neighbouring day's bill does not list it."""
+    cursor.execute(
+        """
+        UPDATE reconciliation_crossdayhold h
+           SET status = 'released', decided_at = now()
+         WHERE h.account_id = %(account)s AND h.day = %(day)s AND h.status = 'held'
+           AND EXISTS (SELECT 1 FROM reconciliation_billline x WHERE x.bill_id = %(bill)s AND x.ref = h.ref)
         """,
         params,
     )
