@@ -50,6 +50,16 @@ def _must_be_open(d: Discrepancy) -> None:
         raise ActionNotAllowed(f"{d} is {d.status}.", code="discrepancy_closed")
 
 
+def _settle(d: Discrepancy, *, description: str) -> None:
+    """Saves the closed discrepancy with what the channel settles for its item (`settled`: the bill
+    net) and moves that from channel clearing to bank, once per discrepancy."""
+    d.settled = d.bill_net
+    d.save()
+    clearing_post(
+        account=d.account, currency=d.currency, net=d.settled, reference=f"discrepancy:{d.pk}", description=description
+    )
+
+
 def _jsonable(result: PaymentResult | RefundResult) -> dict:
     data = asdict(result)
     data.pop("raw", None)
@@ -128,12 +138,7 @@ def discrepancy_correct_local(*, discrepancy_id: int, by: str, request_id: str =
         if agrees and d.status in OPEN_STATES:
             d.local_status = local.status
             d.resolve(resolution=f"local state corrected from the provider's answer by {by}")
-            d.settled = d.bill_net
-            d.save()
-            clearing_post(
-                account=d.account, currency=d.currency, net=d.bill_net,
-                reference=f"discrepancy:{d.pk}", description=f"resolved discrepancy {d.pk}",
-            )  # fmt: skip
+            _settle(d, description=f"resolved discrepancy {d.pk}")
         elif d.status == DiscrepancyStatus.OPEN:
             d.investigate()
             d.save()
@@ -183,12 +188,7 @@ def discrepancy_write_off_approve(*, discrepancy_id: int, checker: str) -> Discr
         raise ActionNotAllowed(f"adjustment {adjustment.public_id} is {adjustment.status}.", code="write_off_rejected")
     source = d.status
     d.write_off(resolution=f"written off to suspense ({adjustment.public_id}) by {checker}")
-    d.settled = d.bill_net
-    d.save()
-    clearing_post(
-        account=d.account, currency=d.currency, net=d.bill_net,
-        reference=f"discrepancy:{d.pk}", description=f"written-off discrepancy {d.pk}",
-    )  # fmt: skip
+    _settle(d, description=f"written-off discrepancy {d.pk}")
     _audit(d, "write_off_approve", source, by=checker, detail={"adjustment": adjustment.public_id})
     return d
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from django.db import connection
 
 from apps.channels.adapters.base import BillLine, BillLineKind, ChannelAdapter
+from apps.channels.adapters.bills import Memo
 from apps.reconciliation.models import BillFile
 
 COLUMNS = ("bill_id", "kind", "ref", "trade_no", "out_trade_no", "out_refund_no", "refund_no", "amount", "fee",
@@ -20,7 +21,6 @@ TABS = len(COLUMNS) - 1
 REFUND = BillLineKind.REFUND.value
 BLOCK = 2000  # lines per write: big enough to amortise the call, small enough to keep memory flat
 PROGRESS_EVERY = 10_000
-TIMES_KEPT = 200_000
 
 
 def _escaped(value: str) -> str:
@@ -46,17 +46,13 @@ def copy_blocks(lines: Iterator[BillLine], *, prefix: str) -> Iterator[tuple[str
     Values are written as they are; a block whose text shows a tab, a newline or a backslash
     inside a value (none does in a sane bill) is written again with every value escaped.
     """
-    times: dict[datetime, str] = {}
+    times = Memo(datetime.isoformat)  # a bill repeats its times (to the second): each formatted once
     block: list[BillLine] = []
     rows: list[str] = []
     for line in lines:  # the hot loop: _row's format, inline
         block.append(line)
         kind, out_trade_no, out_refund_no, trade_no, refund_no, amount, fee, currency, status, at = line
-        stamp = times.get(at)
-        if stamp is None:  # a bill repeats its times (to the second): format each once, bounded
-            stamp = at.isoformat()
-            if len(times) < TIMES_KEPT:
-                times[at] = stamp
+        stamp = times[at]
         ref = out_refund_no if kind == REFUND and out_refund_no else out_trade_no
         rows.append(
             f"{prefix}{kind}\t{ref}\t{trade_no}\t{out_trade_no}\t{out_refund_no}\t{refund_no}\t{amount}\t{fee}\t"
@@ -70,12 +66,12 @@ def copy_blocks(lines: Iterator[BillLine], *, prefix: str) -> Iterator[tuple[str
         yield _checked(prefix, block, rows, times), len(rows)
 
 
-def _checked(prefix: str, block: list[BillLine], rows: list[str], times: dict[datetime, str]) -> str:
+def _checked(prefix: str, block: list[BillLine], rows: list[str], times: Memo) -> str:
     text = "".join(rows)
     n = len(rows)
     if text.count("\t") == TABS * n and text.count("\n") == n and "\\" not in text and "\r" not in text:
         return text
-    return "".join(_row(prefix, line, times.get(line.occurred_at) or line.occurred_at.isoformat()) for line in block)
+    return "".join(_row(prefix, line, times[line.occurred_at]) for line in block)
 
 
 def bill_lines_copy(

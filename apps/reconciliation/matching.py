@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import connection
 
 from apps.core.money import SUPPORTED_CURRENCIES, exponent
+from apps.reconciliation.models import net
 
 RESULT_CLASSES = ("matched", "held", "local_missing", "channel_missing", "amount_mismatch", "status_mismatch",
                   "fee_mismatch")  # fmt: skip
@@ -218,7 +219,6 @@ class MatchResult:
     bill_fee: int = 0
     local_fee: int = 0
     currency: str = ""
-    found: list[dict] = field(default_factory=list)  # every line or item that is not matched
 
 
 def _params(*, account_id: int, day: date, bill_id: int, run_id: int) -> dict:
@@ -236,7 +236,8 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int, supersede: b
     """Classifies every line and item of the day and writes discrepancies and holds (idempotent).
 
     `supersede`: the day was run before on another file; its open discrepancies this file does
-    not show any more are resolved (the provider corrected its bill).
+    not show any more are resolved (the provider corrected its bill), and its holds whose item this
+    file lists are released.
     `MatchResult.cleared`: per currency, the net of the matched lines whose money no discrepancy
     action has moved already: what the day's bill says the channel settles.
     """
@@ -255,6 +256,7 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int, supersede: b
         _discrepancies_write(cursor, rows)
         if supersede:
             _discrepancies_supersede(cursor, rows)
+            _holds_supersede(cursor, rows)
         _holds_write(cursor, rows)
     holds_settle(account_id=account_id, day=day, run_id=run_id)
     return result
@@ -266,9 +268,9 @@ def _signed(kind: str | None, value: int | None) -> int:
 
 def _result(totals: list[tuple], found: list[dict], settled: list[tuple]) -> MatchResult:
     """The run's figures: the bill's totals, less what did not match (and what was settled)."""
-    result = MatchResult(counts=dict.fromkeys(RESULT_CLASSES, 0), found=found)
+    result = MatchResult(counts=dict.fromkeys(RESULT_CLASSES, 0))
     lines: dict[str, int] = {}
-    net: dict[str, int] = {}
+    settles: dict[str, int] = {}  # currency → net of the matched lines
     by_currency: dict[str, list[int]] = {}  # currency → [bill amount, bill fee, local fee] of succeeded lines
     for currency, kind, status, n, amount, fee in totals:
         amount, fee = int(amount), int(fee)  # sum(bigint) is numeric
@@ -279,7 +281,7 @@ def _result(totals: list[tuple], found: list[dict], settled: list[tuple]) -> Mat
             figures[0] += _signed(kind, amount)
             figures[1] += _signed(kind, fee)
             figures[2] += _signed(kind, fee)  # a matched line's fee is paysys's too; corrected below
-            net[currency] = net.get(currency, 0) + _signed(kind, amount) - _signed(kind, fee)
+            settles[currency] = settles.get(currency, 0) + net(kind, amount, fee)
     unmatched = set()
     for row in found:
         cls, currency = row["class"], row["currency"]
@@ -294,11 +296,11 @@ def _result(totals: list[tuple], found: list[dict], settled: list[tuple]) -> Mat
         if row["bill_status"] == "succeeded":
             figures = by_currency.setdefault(currency, [0, 0, 0])
             figures[2] += _signed(row["local_kind"], row["local_fee"]) - _signed(row["bill_kind"], row["bill_fee"])
-            net[currency] -= _signed(row["bill_kind"], row["bill_amount"]) - _signed(row["bill_kind"], row["bill_fee"])
+            settles[currency] -= net(row["bill_kind"], row["bill_amount"], row["bill_fee"])
     for kind, ref, currency, amount, fee in settled:
         if (kind, ref) not in unmatched:
-            net[currency] -= _signed(kind, amount) - _signed(kind, fee)
-    result.cleared = net
+            settles[currency] -= net(kind, amount, fee)
+    result.cleared = settles
     if lines:  # the run's figures are in its main currency: the one with the most lines
         result.currency = max(lines, key=lines.get)
         result.bill_amount, result.bill_fee, result.local_fee = by_currency.get(result.currency, [0, 0, 0])
@@ -362,6 +364,21 @@ def _discrepancies_supersede(cursor, params: dict) -> None:
         )
         INSERT INTO reconciliation_discrepancyaction (discrepancy_id, action, source, target, by, detail, at)
         SELECT id, 'superseded', 'open', 'resolved', 'system', jsonb_build_object('run', %(run)s), now() FROM gone
+        """,
+        params,
+    )
+
+
+def _holds_supersede(cursor, params: dict) -> None:
+    """Holds of the day from an earlier file whose item this file lists are released: the item is
+    on its own day's bill after all (and matched or a discrepancy here), not missing. Left held,
+    it would expire into channel_missing when the neighbouring day's bill does not list it."""
+    cursor.execute(
+        """
+        UPDATE reconciliation_crossdayhold h
+           SET status = 'released', decided_at = now()
+         WHERE h.account_id = %(account)s AND h.day = %(day)s AND h.status = 'held'
+           AND EXISTS (SELECT 1 FROM reconciliation_billline x WHERE x.bill_id = %(bill)s AND x.ref = h.ref)
         """,
         params,
     )

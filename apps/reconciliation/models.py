@@ -239,14 +239,12 @@ class Discrepancy(ConcurrentTransitionMixin, models.Model):
     @property
     def bill_net(self) -> int:
         """What the channel settles for the item by its bill: nothing for a line it says did not succeed."""
-        return net(self.bill_kind if self.bill_status in ("succeeded", "") else "", self.bill_amount, self.bill_fee)
+        return _net_if_succeeded(self.bill_kind, self.bill_status, self.bill_amount, self.bill_fee)
 
     @property
     def difference(self) -> int:
         """What the channel's net says minus what paysys's net says (minor units, signed)."""
-        return self.bill_net - net(
-            self.local_kind if self.local_status in ("succeeded", "") else "", self.local_amount, self.local_fee
-        )
+        return self.bill_net - _net_if_succeeded(self.local_kind, self.local_status, self.local_amount, self.local_fee)
 
     @transition(field=status, source=DiscrepancyStatus.OPEN, target=DiscrepancyStatus.INVESTIGATING)
     def investigate(self):
@@ -275,6 +273,11 @@ def net(kind: str, amount: int | None, fee: int | None) -> int:
         return 0
     value = amount - (fee or 0)
     return value if kind == "payment" else -value
+
+
+def _net_if_succeeded(kind: str, status: str, amount: int | None, fee: int | None) -> int:
+    """An item's net by one side of a discrepancy: nothing when that side says it did not succeed."""
+    return net(kind if status in ("succeeded", "") else "", amount, fee)
 
 
 class DiscrepancyAction(models.Model):

@@ -119,6 +119,24 @@ def test_a_held_item_missing_from_the_next_bill_becomes_channel_missing(kit, api
     assert Discrepancy.objects.get().day == d2
 
 
+def test_a_held_item_listed_on_a_newer_bill_of_its_day_is_released_and_does_not_expire(kit, api, merchant):
+    charge, d2, d1 = cross_day(kit, api, merchant, "recon_x3")
+    recon_run(account=kit.account, day=d2)
+    assert list(CrossDayHold.objects.values_list("ref", "status")) == [(charge, "held")]
+    kit.book_at(charge, datetime.combine(d2, time(23, 59, 55), bill_zone()))  # the provider corrects its bill
+    newer, _ = bill_download(account=kit.account, day=d2)  # another file of the day: a new BillFile
+
+    second = recon_run(account=kit.account, day=d2, bill=newer)
+
+    assert (second.lines, second.matched, second.held, second.channel_missing) == (1, 1, 0, 0)
+    assert list(CrossDayHold.objects.values_list("status", flat=True)) == ["released"]
+    recon_run(account=kit.account, day=d1)  # the neighbour's bill does not list it: nothing expires
+    assert list(CrossDayHold.objects.values_list("status", flat=True)) == ["released"]
+    assert Discrepancy.objects.count() == 0
+    assert balance("channel_clearing") == 0 and balance("bank") == 1000 - 6
+    ledger_ok()
+
+
 DAMAGE_SAYS = {  # what the error says, per provider and damage
     ("alipay", "truncated"): "not a readable zip archive", ("alipay", "wrong-encoding"): "not GBK text",
     ("alipay", "malformed"): "'7.5x' is not a number", ("wechatpay", "truncated"): "truncated or damaged",

@@ -14,6 +14,7 @@ import binascii
 import csv
 import functools
 import io
+import itertools
 import json
 import math
 import zipfile
@@ -580,14 +581,25 @@ def _footer_count(text: str, label: str) -> int | None:
     return int(digits)
 
 
-def _quoted_cells(row: str, lines: Iterator[tuple[int, str]]) -> list[str]:
-    """The cells of a line with quoted cells (CSV quoting; a quoted cell may span lines)."""
-    while row.count('"') % 2:  # an open quote: the cell goes on with the next line
-        _, more = next(lines, (0, None))
-        if more is None:
-            raise BillInvalid("the file ends inside a quoted cell")
-        row += "\n" + more.rstrip("\r\n")
-    return next(csv.reader([row]))
+def _quoted_cells(line: str, lines: Iterator[tuple[int, str]]) -> list[str]:
+    """The cells of a raw line with a quote, read by csv: a quoted cell may hold commas, doubled
+    quotes and line breaks (csv reads on into the following lines), and a quote inside an
+    unquoted cell is a character like any other."""
+    ended = False
+
+    def following() -> Iterator[str]:
+        nonlocal ended
+        for _, more in lines:
+            yield more
+        ended = True  # csv asked for more: the file ended inside a quoted cell
+
+    try:
+        cells = next(csv.reader(itertools.chain([line], following())))
+    except csv.Error as exc:  # e.g. a cell over csv's size limit: an open quote that never closes
+        raise BillInvalid(f"unreadable quoted cells ({exc})") from None
+    if ended:
+        raise BillInvalid("the file ends inside a quoted cell")
+    return cells
 
 
 def _column_index(header: list[str]) -> dict[str, int]:
@@ -635,7 +647,7 @@ def _bill_lines(text: Iterator[str]) -> Iterator[BillLine]:
             continue
         if ended:
             raise BillInvalid("data after the footer")
-        cells = _quoted_cells(row, lines) if '"' in row else row.split(",")
+        cells = _quoted_cells(line, lines) if '"' in row else row.split(",")
         if len(cells) != width:
             raise BillInvalid(f"line {number} has {len(cells)} cells, not {width}")
         kind_text = cells[i_kind]

@@ -682,6 +682,70 @@ def test_a_damaged_bill_is_invalid(adapter, day_of_business, damage, says):
     assert str(excinfo.value).startswith("alipay bill: ") and says in str(excinfo.value)
 
 
+DETAIL_HEADER = (
+    "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,"
+    "商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,"
+    "商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注"
+)
+
+
+def detail_row(n: int, subject: str) -> str:
+    """A 交易 line of 7.50 (fee 0.05) of charge ch_quote_<n>, finished at 2026-01-15 10:00:05, its
+    商品名称 as written."""
+    return (
+        f"202601152200140000000000{n}\t,ch_quote_{n}\t,交易,{subject},2026-01-15 10:00:00,"
+        f"2026-01-15 10:00:05,,,,,buy***@sandbox.com,7.50,7.50,0.00,0.00,0.00,0.00,0.00,,0.00,0.00,,-0.05,0.00,"
+    )
+
+
+def detail_zip(*rows: str) -> bytes:
+    """A trade bill archive of 交易 lines `rows` (CSV text), with Alipay's header and footer."""
+    text = "\r\n".join(
+        [
+            "#支付宝业务明细查询",
+            "#账号：[20880000000000000156]",
+            f"#{'-' * 41}业务明细列表{'-' * 40}",
+            DETAIL_HEADER,
+            *rows,
+            f"#{'-' * 41}业务明细列表结束{'-' * 36}",
+            f"#交易合计：{len(rows)}笔，商家实收共0.00元，商家优惠共0.00元",
+            "#退款合计：0笔，商家实收退款共0.00元，商家优惠退款共0.00元",
+            "",
+        ]
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("20880000000000000156_20260115_业务明细.csv", text.encode("gbk"))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ['12" pizza', '"pizza, 12"" large"', '"pizza\r\nlarge, ""12"""'],
+    ids=["quote-in-an-unquoted-cell", "quoted-comma-and-quote", "quoted-line-break"],
+)
+def test_a_bill_line_with_a_quote_in_a_cell_parses_and_so_do_the_lines_after_it(subject):
+    adapter = make_adapter("http://127.0.0.1:9/gateway.do", {})
+    at = dt.datetime(2026, 1, 15, 10, 0, 5, tzinfo=SHANGHAI)
+
+    lines = list(adapter.parse_bill(io.BytesIO(detail_zip(detail_row(1, subject), detail_row(2, "plain")))))
+
+    assert lines == [
+        bill_line(BillLineKind.PAYMENT, "2026011522001400000000001", "ch_quote_1", 750, 5, at),
+        bill_line(BillLineKind.PAYMENT, "2026011522001400000000002", "ch_quote_2", 750, 5, at),
+    ]
+
+
+def test_a_bill_that_ends_inside_a_quoted_cell_is_invalid():
+    adapter = make_adapter("http://127.0.0.1:9/gateway.do", {})
+    content = detail_zip(detail_row(1, '"pizza'), detail_row(2, "plain"))
+
+    with pytest.raises(BillInvalid) as excinfo:
+        list(adapter.parse_bill(io.BytesIO(content)))
+
+    assert str(excinfo.value) == "alipay bill: the file ends inside a quoted cell"
+
+
 # --- faults, injected from the sandbox's console -------------------------------------------------
 
 

@@ -5,15 +5,8 @@ from django.db import migrations
 
 PERMISSIONS = {
     "reconciliation": [
-        "view_billfile",
-        "add_billfile",
-        "view_reconrun",
-        "view_discrepancy",
-        "change_discrepancy",
-        "export_reports",
-        "view_discrepancyaction",
-        "view_crossdayhold",
-        "view_billdownload",
+        "view_billfile", "add_billfile", "view_reconrun", "view_discrepancy", "change_discrepancy",
+        "export_reports", "view_discrepancyaction", "view_crossdayhold", "view_billdownload",
     ],
     "ledger": ["view_adjustment", "add_adjustment", "change_adjustment", "view_journalentry", "view_account"],
 }
