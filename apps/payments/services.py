@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django_fsm import ConcurrentTransition
 from moneyed import Money
 
 from apps.channels.adapters.base import (
@@ -31,7 +30,7 @@ from apps.channels.adapters.base import (
 from apps.channels.catalog import is_known_method
 from apps.channels.models import ChannelAccount
 from apps.channels.services import adapter_for, notify_url_for
-from apps.core.db import insert
+from apps.core.db import insert, update
 from apps.core.money import to_minor
 from apps.events.services import event_create
 from apps.ledger import services as ledger
@@ -228,17 +227,17 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
 def charge_submit(*, charge: Charge, credential: dict, transaction_no: str, request_id: str) -> Charge:
     """Phase 3: the provider accepted the payment; the payer can now pay with the credential.
 
-    `charge` is the `created` charge as phase 1 committed it. The save is optimistic (django-fsm's
+    `charge` is the `created` charge as phase 1 committed it. The save is optimistic (as django-fsm's
     ConcurrentTransitionMixin: `UPDATE … WHERE status = 'created'`), so no lock is taken first. If a
     notification, the active query or a reverse moved the charge meanwhile, the charge is returned
     as it now is and nothing is written.
     """
+    source = charge.status
     charge.submit(credential=credential, transaction_no=transaction_no)
-    try:
-        charge.save(update_fields=["status", "credential", "transaction_no"])
-    except ConcurrentTransition:
+    if not update(charge, ("status", "credential", "transaction_no"), expect={"status": source}):
         return Charge.objects.get(pk=charge.pk)
-    _audit(charge, ChargeStatus.CREATED, by="provider", request_id=request_id)
+    charge._update_initial_state()  # as ConcurrentTransitionMixin.save: later saves start from here
+    _audit(charge, source, by="provider", request_id=request_id)
     return charge
 
 

@@ -43,7 +43,7 @@ from moneyed import Money
 
 from apps.channels.adapters.base import ChannelFailure, ChannelRejected, ChannelUnavailable
 from apps.channels.models import ChannelAccount
-from apps.core.db import insert
+from apps.core.db import insert, update
 from apps.core.money import to_minor
 from apps.merchants.models import App
 from apps.routing import selectors
@@ -304,7 +304,7 @@ class Route:
     current: int | None = None
     charge_id: str = ""
     _cursor: int = 0
-    _record_id: int | None = None
+    _record: RoutingDecision | None = None
     _probing: Breaker | None = None  # the half-open breaker whose probe token the current attempt holds
 
     @property
@@ -336,9 +336,9 @@ class Route:
             account_id = ranking[self._cursor]
             self._cursor += 1
             # One statement (the first account, breaker not half-open) needs no transaction of its own.
-            several = self._record_id is not None or self.plan.breaker(account_id).state == BreakerState.HALF_OPEN
+            several = self._record is not None or self.plan.breaker(account_id).state == BreakerState.HALF_OPEN
             with transaction.atomic() if several else nullcontext():
-                if self._record_id is not None and not self._record_open():
+                if self._record is not None and not self._record_open():
                     return None
                 skipped = self._reserve(account_id)
                 if skipped:
@@ -356,7 +356,7 @@ class Route:
         charge has been closed or failed."""
         released = (
             RoutingDecision.objects.select_for_update()
-            .filter(pk=self._record_id)
+            .filter(pk=self._record.pk)
             .values_list("released_at", flat=True)
             .first()
         )
@@ -385,16 +385,16 @@ class Route:
                 probe_end(account_id=account_id, breaker=breaker, outcome=ProbeOutcome.NONE)
             return "daily_cap_reached"  # taken concurrently since the read
         self._probing = breaker if probing else None
-        if self._record_id is not None:
-            RoutingDecision.objects.filter(pk=self._record_id).update(reserved_account_id=account_id, reserved_day=day)
+        if self._record is not None:
+            RoutingDecision.objects.filter(pk=self._record.pk).update(reserved_account_id=account_id, reserved_day=day)
         return ""
 
     def _release(self) -> None:
         """Gives back the current account's reservation (through the record once it exists)."""
         if self.current is None:
             return
-        if self._record_id is not None:
-            _reservation_give_back(closing=False, pk=self._record_id, reserved_account_id=self.current)
+        if self._record is not None:
+            _reservation_give_back(closing=False, pk=self._record.pk, reserved_account_id=self.current)
             return
         request = self.plan.request
         daily_release(
@@ -412,7 +412,7 @@ class Route:
     def abandon(self) -> None:
         """The charge could not be opened (its transaction rolled back, the record with it): give
         the reservation and any probe token back."""
-        self._record_id = None
+        self._record = None
         self._release()
         self._probe_over(ProbeOutcome.NONE)
         self.current = None
@@ -442,12 +442,13 @@ class Route:
             request_id=self.request_id,
         )
         insert(record)
-        self._record_id = record.pk
+        self._record = record
         return record
 
     def _save(self, winner_id: int | None) -> None:
-        if self._record_id is not None:
-            RoutingDecision.objects.filter(pk=self._record_id).update(attempts=self.attempts, winner_id=winner_id)
+        if self._record is not None:
+            self._record.attempts, self._record.winner_id = self.attempts, winner_id
+            update(self._record, ("attempts", "winner_id"))
 
     def attempt_failed(self, exc: BaseException) -> None:
         """The current account failed the create: release its reservation and record why."""

@@ -1,7 +1,7 @@
 import pytest
 from django.forms.models import model_to_dict
 
-from apps.core.db import insert, insert_unless_exists
+from apps.core.db import insert, insert_unless_exists, update
 from apps.core.models import IdempotencyKey
 
 
@@ -31,3 +31,26 @@ def test_insert_unless_exists_writes_nothing_for_an_existing_key():
     assert insert_unless_exists(again) is False
     assert again.pk is None
     assert list(IdempotencyKey.objects.values_list("pk", "request_hash")) == [(first.pk, "h")]
+
+
+@pytest.mark.django_db
+def test_update_writes_only_the_named_fields():
+    key = insert(_key())
+    IdempotencyKey.objects.filter(pk=key.pk).update(request_hash="changed elsewhere")
+    key.response_body, key.request_hash = {"b": "é"}, "stale"
+
+    assert update(key, ("response_body",)) is True
+    stored = IdempotencyKey.objects.get(pk=key.pk)
+    assert stored.response_body == {"b": "é"} and stored.request_hash == "changed elsewhere"
+
+
+@pytest.mark.django_db
+def test_update_with_an_expectation_the_row_no_longer_meets_writes_nothing():
+    key = insert(_key())
+    IdempotencyKey.objects.filter(pk=key.pk).update(request_hash="moved")
+    key.response_body = {"late": True}
+
+    assert update(key, ("response_body",), expect={"request_hash": "h"}) is False
+    assert IdempotencyKey.objects.get(pk=key.pk).response_body == {"a": [1, "é"]}
+    assert update(key, ("response_body",), expect={"request_hash": "moved"}) is True
+    assert IdempotencyKey.objects.get(pk=key.pk).response_body == {"late": True}
