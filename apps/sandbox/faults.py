@@ -39,28 +39,33 @@ def fault_clear(*, provider: str | None = None) -> int:
     return qs.update(enabled=False)
 
 
-_ENABLED_FAULTS_SQL = (
-    f"SELECT kind, merchant_ref, out_trade_no, remaining FROM {SandboxFault._meta.db_table} "
-    "WHERE provider = %s AND enabled"
-)
+# A provider's enabled faults as (kind, merchant_ref, out_trade_no, remaining): few (none, most of
+# the time), so the scope rule of `_matching` is applied to them in Python (`armed_kinds`) rather
+# than built into a query on every call.
+_SCOPE = "kind, merchant_ref, out_trade_no, remaining"
+_ENABLED = f"FROM {SandboxFault._meta.db_table} WHERE provider = %s AND enabled"
+ENABLED_FAULTS_SQL = f"SELECT {_SCOPE} {_ENABLED}"
+# The same rows as one JSON array of arrays, for a statement that reads them beside something else.
+ENABLED_FAULTS_JSON_SQL = f"SELECT coalesce(json_agg(json_build_array({_SCOPE})), '[]') {_ENABLED}"
+
+
+def armed_kinds(enabled: list, *, merchant_ref: str, out_trade_no: str = "") -> frozenset[str]:
+    """The kinds among `enabled` (rows of ENABLED_FAULTS_SQL) that could fire for the payment now
+    (operations aside: a kind is armed if any of its faults could fire), so that a request can
+    skip the locking `fault_take` of every kind that is not armed (the usual case)."""
+    return frozenset(
+        kind
+        for kind, ref, order, remaining in enabled
+        if ref in ("", merchant_ref) and order in ("", out_trade_no) and (remaining is None or remaining > 0)
+    )
 
 
 def fault_kinds_armed(*, provider: str, merchant_ref: str, out_trade_no: str = "") -> frozenset[str]:
-    """The kinds of fault that could fire for the payment now: one read, so that a request can
-    skip the locking `fault_take` of every kind that is not armed (the usual case).
-
-    The provider's enabled faults are few (none, most of the time), so the scope rule of
-    `_matching` (operations aside: a kind is armed if any of its faults could fire) is applied to
-    them here rather than built into a query on every call.
-    """
-    with connection.cursor() as cursor:  # a fixed statement: every gateway call runs it
-        cursor.execute(_ENABLED_FAULTS_SQL, [provider])
-        rows = cursor.fetchall()
-    return frozenset(
-        kind
-        for kind, ref, order, remaining in rows
-        if ref in ("", merchant_ref) and order in ("", out_trade_no) and (remaining is None or remaining > 0)
-    )
+    """`armed_kinds` of the provider's enabled faults, in one fixed statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(ENABLED_FAULTS_SQL, [provider])
+        enabled = cursor.fetchall()
+    return armed_kinds(enabled, merchant_ref=merchant_ref, out_trade_no=out_trade_no)
 
 
 def _matching(

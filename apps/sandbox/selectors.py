@@ -1,5 +1,6 @@
 """Reads for the sandbox's gateway, pages and console."""
 
+from apps.sandbox.faults import ENABLED_FAULTS_JSON_SQL
 from apps.sandbox.models import AlipayApp, AlipayNotification, AlipayRefund, AlipayTrade, SandboxFault
 
 
@@ -8,6 +9,18 @@ def alipay_app_get(*, app_id: str) -> AlipayApp | None:
         return AlipayApp.objects.get(app_id=app_id)  # unique: no ordering needed
     except AlipayApp.DoesNotExist:
         return None
+
+
+_APP_WITH_FAULTS_SQL = (
+    f"SELECT a.*, ({ENABLED_FAULTS_JSON_SQL}) AS enabled_faults FROM {AlipayApp._meta.db_table} a WHERE a.app_id = %s"
+)
+
+
+def alipay_app_with_faults(*, app_id: str) -> tuple[AlipayApp | None, list]:
+    """The app and Alipay's enabled faults (the rows `faults.armed_kinds` takes) in one
+    round trip: every gateway request needs both."""
+    app = next(iter(AlipayApp.objects.raw(_APP_WITH_FAULTS_SQL, ["alipay", app_id])), None)
+    return app, (app.enabled_faults if app is not None else [])
 
 
 def alipay_trade_find(*, app: AlipayApp, out_trade_no: str = "", trade_no: str = "") -> AlipayTrade | None:

@@ -22,7 +22,7 @@ from apps.core.db import insert_unless_exists
 from apps.core.ids import random_token
 from apps.sandbox import alipay_protocol as proto
 from apps.sandbox.exceptions import business_error
-from apps.sandbox.faults import fault_kinds_armed, fault_take
+from apps.sandbox.faults import armed_kinds, fault_kinds_armed, fault_take
 from apps.sandbox.models import (
     AlipayApp,
     AlipayNotification,
@@ -62,8 +62,12 @@ def alipay_fault_take(
     )
 
 
-def alipay_fault_kinds_armed(*, app: AlipayApp, out_trade_no: str = "") -> frozenset[str]:
-    return fault_kinds_armed(provider=PROVIDER, merchant_ref=app.app_id, out_trade_no=out_trade_no)
+def alipay_fault_kinds_armed(*, app: AlipayApp, out_trade_no: str = "", enabled: list | None = None) -> frozenset[str]:
+    """The fault kinds armed for the app's payment; `enabled`: Alipay's enabled faults as already
+    read with the app (`selectors.alipay_app_with_faults`), else they are read here."""
+    if enabled is None:
+        return fault_kinds_armed(provider=PROVIDER, merchant_ref=app.app_id, out_trade_no=out_trade_no)
+    return armed_kinds(enabled, merchant_ref=app.app_id, out_trade_no=out_trade_no)
 
 
 # --- apps --------------------------------------------------------------------------------------
