@@ -19,7 +19,7 @@ from apps.channels.adapters.base import (
 from apps.channels.services import adapter_for
 from apps.payments import exceptions as errors
 from apps.payments.due import schedule_next_query
-from apps.payments.models import OPEN_STATUSES, Charge, ChargeStatus
+from apps.payments.models import OPEN_STATUSES, Charge, ChargeException, ChargeStatus
 from apps.payments.services import charge_apply_provider_result, charge_close_locked, charge_lock
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,13 @@ def charge_query(*, charge_id: int, request_id: str = "") -> Charge:
         schedule_next_query(Charge, charge.pk, attempts=charge.query_attempts)
         return charge
     if result.status in (PaymentStatus.SUCCEEDED, PaymentStatus.CLOSED, PaymentStatus.FAILED):
-        return charge_apply_provider_result(charge_id=charge.pk, result=result, by="query", request_id=request_id)
+        charge = charge_apply_provider_result(charge_id=charge.pk, result=result, by="query", request_id=request_id)
+        if charge.status in OPEN_STATUSES and charge.exception == ChargeException.AMOUNT_MISMATCH:
+            # The provider's own record holds another amount: asking again changes nothing, and the
+            # paid trade cannot be closed at expiry. The console settles it (accept or refund).
+            Charge.objects.filter(pk=charge.pk).update(next_query_at=None)
+            charge.next_query_at = None
+        return charge
     if timezone.now() >= charge.time_expire:
         return charge_expire(charge_id=charge.pk, request_id=request_id)
     schedule_next_query(Charge, charge.pk, attempts=charge.query_attempts)

@@ -313,6 +313,11 @@ def _apply_success(charge: Charge, result: PaymentResult, *, by: str, request_id
             detail={"transaction_no": result.transaction_no or ""},
         )
         return
+    if charge.exception == ChargeException.AMOUNT_MISMATCH:
+        # An earlier answer claimed another amount; the provider now states the charge's own.
+        charge.exception_detail = {**charge.exception_detail, "resolution": "provider_confirmed_amount",
+                                   "resolved_by": by}  # fmt: skip
+        charge.exception = ""
     _record_payment(charge, result, by=by, request_id=request_id, pay_order=True)
 
 

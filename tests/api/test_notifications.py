@@ -146,6 +146,46 @@ def test_a_notification_for_an_unknown_charge_is_not_acknowledged(paid_notificat
     assert Event.objects.count() == 0
 
 
+def test_a_query_with_the_charge_amount_settles_a_charge_held_for_another_amount(paid_notification):
+    from django.core.management import call_command
+
+    from apps.payments.queries import charge_query
+
+    notify(paid_notification, resigned(paid_notification, total_amount="12.35"))
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    assert charge.exception == ChargeException.AMOUNT_MISMATCH
+
+    charge_query(charge_id=charge.pk)  # the sandbox's own record: 12.34, the charge's amount
+
+    assert charge_state(charge.public_id) == (ChargeStatus.SUCCEEDED, OrderStatus.PAID, "")
+    detail = Charge.objects.get(pk=charge.pk).exception_detail
+    assert (detail["resolution"], detail["provider_amount"]) == ("provider_confirmed_amount", 1235)  # history kept
+    assert Event.objects.filter(type="charge.succeeded").count() == 1
+    call_command("ledger_check")
+
+
+def test_a_query_reporting_another_amount_holds_the_charge_and_stops_asking(paid_notification):
+    from decimal import Decimal
+
+    from apps.payments.queries import charge_query
+    from apps.sandbox.models import AlipayTrade
+
+    AlipayTrade.objects.filter(out_trade_no=paid_notification["charge_id"]).update(total_amount=Decimal("12.35"))
+    charge = Charge.objects.get(public_id=paid_notification["charge_id"])
+    assert charge.next_query_at is not None
+
+    charge_query(charge_id=charge.pk)
+
+    charge = Charge.objects.get(pk=charge.pk)
+    assert (charge.status, charge.exception, charge.next_query_at) == (
+        ChargeStatus.PENDING,
+        ChargeException.AMOUNT_MISMATCH,
+        None,  # out of the active query's sweep: the console settles it
+    )
+    assert charge.exception_detail["provider_amount"] == 1235
+    assert Event.objects.count() == 0
+
+
 @pytest.mark.parametrize("accept", [True, False], ids=["accept-as-paid", "refund"])
 def test_the_console_resolves_an_amount_mismatch_from_the_providers_record(paid_notification, accept, admin_client):
     from django.core.management import call_command
