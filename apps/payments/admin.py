@@ -25,7 +25,7 @@ class ChargeTransitionInline(admin.TabularInline):
 class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
     fsm_services = {"close": lambda *, obj, by: queries.charge_expire(charge_id=obj.pk, by=by)}
-    actions = ["query_now", "accept_amount_mismatch", "refund_amount_mismatch"]
+    actions = ["query_now", "accept_amount_mismatch", "refund_amount_mismatch", "refund_paid_after_close"]
     list_display = ["public_id", "app", "livemode", "channel", "amount", "status", "exception", "created_at"]
     list_filter = ["status", "livemode", "channel", "exception"]
     search_fields = ["public_id", "order__order_no", "transaction_no", "request_id"]
@@ -68,22 +68,24 @@ class ChargeAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Amount mismatch: accept as paid (with the amount received)")
     def accept_amount_mismatch(self, request, queryset):
-        self._resolve_mismatch(request, queryset, accept=True)
+        self._resolve(request, queryset, "accepted", services.charge_resolve_amount_mismatch, accept=True)
 
     @admin.action(description="Amount mismatch: refund what was received")
     def refund_amount_mismatch(self, request, queryset):
-        self._resolve_mismatch(request, queryset, accept=False)
+        self._resolve(request, queryset, "refunded", services.charge_resolve_amount_mismatch, accept=False)
 
-    def _resolve_mismatch(self, request, queryset, *, accept: bool):
+    @admin.action(description="Paid after close: refund what was received")
+    def refund_paid_after_close(self, request, queryset):
+        self._resolve(request, queryset, "refunded", services.charge_refund_paid_after_close)
+
+    def _resolve(self, request, queryset, done: str, resolution, **options):
         for charge in queryset[:100]:
             try:
-                services.charge_resolve_amount_mismatch(
-                    charge_id=charge.pk, accept=accept, by=f"admin:{request.user.get_username()}"
-                )
+                resolution(charge_id=charge.pk, by=f"admin:{request.user.get_username()}", **options)
             except PaysysError as exc:
                 self.message_user(request, f"{charge.public_id}: {exc.message}", level=messages.ERROR)
             else:
-                self.message_user(request, f"{charge.public_id}: {'accepted' if accept else 'refunded'}")
+                self.message_user(request, f"{charge.public_id}: {done}")
 
     @admin.display(description="routing decision")
     def routing_decision(self, obj):

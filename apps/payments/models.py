@@ -102,6 +102,13 @@ class Charge(ConcurrentTransitionMixin, models.Model):
         self.paid_at = paid_at
         self.transaction_no = transaction_no
 
+    @transition(field=status, source=[ChargeStatus.CLOSED, ChargeStatus.FAILED], target=ChargeStatus.SUCCEEDED)
+    def succeed_after_close(self, *, paid_at, transaction_no: str):
+        """Console only: the provider took the payer's money after paysys had closed (or failed)
+        the charge; recorded so that it can be refunded (`charge_refund_paid_after_close`)."""
+        self.paid_at = paid_at
+        self.transaction_no = transaction_no
+
     @transition(field=status, source=OPEN_STATUSES, target=ChargeStatus.FAILED)
     def fail(self, *, failure_code: str, failure_msg: str):
         self.failure_code = failure_code[:64]

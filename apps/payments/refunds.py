@@ -34,15 +34,17 @@ from apps.ledger import services as ledger
 from apps.orders.services import order_lock, order_record_refund
 from apps.payments import exceptions as errors
 from apps.payments.due import query_delay, schedule_next_query
-from apps.payments.models import Charge, ChargeStatus, Refund, RefundStatus, RefundTransition
+from apps.payments.models import Charge, ChargeException, ChargeStatus, Refund, RefundStatus, RefundTransition
 from apps.payments.wire import refund_to_wire
 
 logger = logging.getLogger(__name__)
 
-AUTOMATIC_DUPLICATE_PAYMENT = "duplicate_payment"
-AUTOMATIC_AMOUNT_MISMATCH = "amount_mismatch"
+# `Refund.automatic`: why paysys opened a refund by itself, named after the charge's hold.
+AUTOMATIC_DUPLICATE_PAYMENT = ChargeException.DUPLICATE_PAYMENT.value
+AUTOMATIC_AMOUNT_MISMATCH = ChargeException.AMOUNT_MISMATCH.value
+AUTOMATIC_PAID_AFTER_CLOSE = ChargeException.PAID_AFTER_CLOSE.value
 # Refunds of money that never paid the order: the order's state does not follow them.
-ORDER_UNTOUCHED = (AUTOMATIC_DUPLICATE_PAYMENT, AUTOMATIC_AMOUNT_MISMATCH)
+ORDER_UNTOUCHED = (AUTOMATIC_DUPLICATE_PAYMENT, AUTOMATIC_AMOUNT_MISMATCH, AUTOMATIC_PAID_AFTER_CLOSE)
 
 
 def _audit(refund: Refund, source: str, *, by: str, request_id: str, detail: dict | None = None) -> None:

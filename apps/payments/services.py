@@ -327,7 +327,8 @@ def _record_payment(charge: Charge, result: PaymentResult, *, by: str, request_i
     `charge.succeeded` event, and the ledger journal, all in the caller's transaction."""
     source = charge.status
     received = result.amount if result.amount is not None else charge.amount
-    charge.succeed(paid_at=result.paid_at or timezone.now(), transaction_no=result.transaction_no or "")
+    move = charge.succeed if charge.status in OPEN_STATUSES else charge.succeed_after_close
+    move(paid_at=result.paid_at or timezone.now(), transaction_no=result.transaction_no or "")
     charge.next_query_at = None
     charge.amount_received = received
     fees = ledger.payment_fees_quote(
@@ -363,9 +364,52 @@ def charge_resolve_amount_mismatch(*, charge_id: int, accept: bool, by: str, req
     records the payment as paying the order with the amount actually received; otherwise the
     payment is recorded and the whole received amount refunded, and the order stays unpaid.
     """
+    return _resolve_held(
+        charge_id=charge_id, held=_HeldFor.AMOUNT_MISMATCH, accept=accept, by=by, request_id=request_id
+    )
+
+
+def charge_refund_paid_after_close(*, charge_id: int, by: str, request_id: str = "") -> Charge:
+    """Console: the provider took the payer's money after paysys had closed (or failed) the charge.
+
+    The provider is asked again (its record decides). The payment is recorded on the charge
+    (`succeeded`, its ledger journal and `charge.succeeded` event), the order is left as it is,
+    and the whole received amount is refunded to the payer automatically.
+    """
+    return _resolve_held(
+        charge_id=charge_id, held=_HeldFor.PAID_AFTER_CLOSE, accept=False, by=by, request_id=request_id
+    )
+
+
+@dataclass(frozen=True)
+class _Hold:
+    exceptions: tuple[str, ...]  # the flags this resolution settles
+    statuses: tuple[str, ...]  # the charge states it applies to
+    refund_kind: str  # `Refund.automatic` of the refund it opens (refunds.ORDER_UNTOUCHED)
+    label: str
+
+
+class _HeldFor:
+    AMOUNT_MISMATCH = _Hold(
+        (ChargeException.AMOUNT_MISMATCH,), OPEN_STATUSES, ChargeException.AMOUNT_MISMATCH, "an amount mismatch"
+    )
+    # A closed charge paid with another amount is flagged amount_mismatch: refunded the same way.
+    PAID_AFTER_CLOSE = _Hold(
+        (ChargeException.PAID_AFTER_CLOSE, ChargeException.AMOUNT_MISMATCH),
+        (ChargeStatus.CLOSED, ChargeStatus.FAILED),
+        ChargeException.PAID_AFTER_CLOSE,
+        "a payment after close",
+    )
+
+
+def _is_held(charge: Charge, held: _Hold) -> bool:
+    return charge.exception in held.exceptions and charge.status in held.statuses
+
+
+def _resolve_held(*, charge_id: int, held: _Hold, accept: bool, by: str, request_id: str) -> Charge:
     charge = Charge.objects.select_related("channel_account").get(pk=charge_id)
-    if charge.exception != ChargeException.AMOUNT_MISMATCH or charge.status not in OPEN_STATUSES:
-        raise errors.ChargeNotHeld(f"Charge {charge.public_id} is not held for an amount mismatch.")
+    if not _is_held(charge, held):
+        raise errors.ChargeNotHeld(f"Charge {charge.public_id} is not held for {held.label}.")
     result = adapter_for(charge.channel_account).query_payment(
         out_trade_no=charge.public_id, currency=charge.amount.currency.code, requested_at=charge.created_at
     )
@@ -373,7 +417,7 @@ def charge_resolve_amount_mismatch(*, charge_id: int, accept: bool, by: str, req
         raise errors.ChargeNotHeld(f"The channel now reports {result.status} for {charge.public_id}; nothing to do.")
     with transaction.atomic():
         charge = charge_lock(charge_id=charge_id)
-        if charge.exception != ChargeException.AMOUNT_MISMATCH or charge.status not in OPEN_STATUSES:
+        if not _is_held(charge, held):
             raise errors.ChargeNotHeld(f"Charge {charge.public_id} changed meanwhile.")
         charge.exception_detail = {**charge.exception_detail, "resolution": "accepted" if accept else "refunded",
                                    "resolved_by": by}  # fmt: skip
@@ -383,8 +427,8 @@ def charge_resolve_amount_mismatch(*, charge_id: int, accept: bool, by: str, req
             from apps.payments import refunds  # refunds builds on this module
 
             refund = refunds.refund_open_locked(
-                charge=charge, amount=None, description="amount mismatch refunded", metadata={},
-                request_id=request_id, by=by, automatic=refunds.AUTOMATIC_AMOUNT_MISMATCH,
+                charge=charge, amount=None, description=f"{held.label} refunded", metadata={},
+                request_id=request_id, by=by, automatic=held.refund_kind,
             )  # fmt: skip
             transaction.on_commit(lambda: refunds._enqueue_submit(refund.pk))
     return charge

@@ -227,3 +227,58 @@ def test_a_charge_not_held_cannot_be_resolved(paid_notification):
     with pytest.raises(PaysysError, match="not held"):
         charge_resolve_amount_mismatch(charge_id=charge.pk, accept=True, by="test")
     assert Charge.objects.get(pk=charge.pk).status == ChargeStatus.PENDING
+
+
+def test_the_console_refunds_a_payment_taken_after_the_charge_closed(
+    api, merchant, sandbox_alipay, receiver, settings, live_server, admin_client
+):
+    """An unscanned Alipay QR closed at expiry stays payable at Alipay: a payer who pays it then is
+    held `paid_after_close`, and the console gives the money back."""
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from apps.ledger.models import JournalEntry
+    from apps.payments.models import Refund, RefundStatus
+    from apps.payments.queries import charge_expire
+
+    account, _ = sandbox_alipay
+    settings.PAYSYS_PUBLIC_URL = receiver.url.rsplit("/", 1)[0]  # notifications captured first
+    created = api.post("/v1/charges", charge_payload(merchant, order_no="late0001", amount=1234)).json()
+    charge = Charge.objects.get(public_id=created["id"])
+    charge_expire(charge_id=charge.pk)  # Alipay answers TRADE_NOT_EXIST for an unscanned QR
+    assert charge_state(charge.public_id) == (ChargeStatus.CLOSED, OrderStatus.CLOSED, "")
+
+    assert requests.post(created["credential"]["alipay_qr"], data={"result": "success"}, timeout=10).ok
+    body = receiver.wait_for(lambda r: b"out_trade_no" in r.body)[0].body
+    url = f"{live_server.url}/notify/alipay/{account.pk}/"
+    assert notify({"url": url, "body": body}).content == b"success"
+    assert charge_state(charge.public_id) == (ChargeStatus.CLOSED, OrderStatus.CLOSED, ChargeException.PAID_AFTER_CLOSE)
+    assert not JournalEntry.objects.filter(reference=charge.public_id).exists()  # held: no money moved yet
+
+    response = admin_client.post(
+        reverse("admin:payments_charge_changelist"),
+        {"action": "refund_paid_after_close", "_selected_action": [charge.pk]},
+    )
+
+    assert response.status_code == 302
+    assert charge_state(charge.public_id) == (ChargeStatus.SUCCEEDED, OrderStatus.CLOSED, "")
+    refund = Refund.objects.get(charge=charge)
+    assert (refund.status, refund.automatic, refund.amount) == (RefundStatus.SUCCEEDED, "paid_after_close",
+                                                                charge.amount)  # fmt: skip
+    assert JournalEntry.objects.filter(event_type="payment.succeeded", reference=charge.public_id).count() == 1
+    assert Charge.objects.get(pk=charge.pk).exception_detail["resolution"] == "refunded"
+    call_command("ledger_check")
+
+
+def test_a_closed_charge_not_paid_cannot_be_refunded_as_paid_after_close(api, merchant, sandbox_alipay):
+    from apps.core.errors import PaysysError
+    from apps.payments.queries import charge_expire
+    from apps.payments.services import charge_refund_paid_after_close
+
+    created = api.post("/v1/charges", charge_payload(merchant, order_no="late0002", amount=1234)).json()
+    charge = Charge.objects.get(public_id=created["id"])
+    charge_expire(charge_id=charge.pk)
+
+    with pytest.raises(PaysysError, match="not held"):
+        charge_refund_paid_after_close(charge_id=charge.pk, by="test")
+    assert charge_state(charge.public_id) == (ChargeStatus.CLOSED, OrderStatus.CLOSED, "")
