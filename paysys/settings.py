@@ -168,6 +168,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
 
+# The currencies paysys takes (apps.core.money.SUPPORTED_CURRENCIES). As django-money's setting it
+# also pins the money fields' currency choices, which otherwise follow babel's labels of every
+# ISO currency and move the migrations whenever babel renames one.
+CURRENCIES = ("CNY", "EUR", "HKD", "JPY", "KWD", "USD")
+
 # paysys
 PAYSYS_DATA_KEYS = os.environ.get("PAYSYS_DATA_KEYS", "")
 PAYSYS_PUBLIC_URL = os.environ.get("PAYSYS_PUBLIC_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")

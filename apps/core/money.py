@@ -7,6 +7,7 @@ minor units: rounding must be chosen explicitly by the caller with `quantize_min
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.conf import settings
 from moneyed import Currency, Money, get_currency
 from moneyed.classes import CurrencyDoesNotExist
 
@@ -19,7 +20,7 @@ _EXPONENTS = {
     "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
 }  # fmt: skip
 
-SUPPORTED_CURRENCIES = frozenset({"CNY", "USD", "HKD", "EUR", "JPY", "KWD"})
+SUPPORTED_CURRENCIES = frozenset(settings.CURRENCIES)
 MAX_MINOR = 2**63  # minor units are stored as bigint
 
 
