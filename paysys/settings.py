@@ -189,6 +189,11 @@ PAYSYS_LEDGER_HOT_SLOTS = int(os.environ.get("PAYSYS_LEDGER_HOT_SLOTS", "16"))
 PAYSYS_IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("PAYSYS_IDEMPOTENCY_KEY_TTL_HOURS", "24"))
 # Routing (docs/routing.md): the HMAC key of card fingerprints (empty: derived from SECRET_KEY).
 PAYSYS_CARD_FINGERPRINT_KEY = os.environ.get("PAYSYS_CARD_FINGERPRINT_KEY", "")
+# How stale a worker's routing caches may be: configuration snapshot and breaker-window counts
+# (0 turns every cache off), ranking statistics, and the window of those statistics.
+PAYSYS_ROUTING_CACHE_SECONDS = float(os.environ.get("PAYSYS_ROUTING_CACHE_SECONDS", "2"))
+PAYSYS_ROUTING_STATS_SECONDS = float(os.environ.get("PAYSYS_ROUTING_STATS_SECONDS", "10"))
+PAYSYS_ROUTING_RECENT_SECONDS = int(os.environ.get("PAYSYS_ROUTING_RECENT_SECONDS", "3600"))
 
 LOGGING = {
     "version": 1,

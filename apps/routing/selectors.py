@@ -60,17 +60,16 @@ from apps.routing.models import (
     RoutingPolicy,
 )
 
-RECENT_SECONDS_DEFAULT = 3600
 NO_CALLS_AFTER = 2**63 - 1  # a call-log id no call has: "count no calls since"
 _CACHE_LIMIT = 10_000
 
 
 def _cache_seconds() -> float:
-    return float(getattr(settings, "PAYSYS_ROUTING_CACHE_SECONDS", 2.0))
+    return settings.PAYSYS_ROUTING_CACHE_SECONDS
 
 
 def _stats_seconds() -> float:
-    return float(getattr(settings, "PAYSYS_ROUTING_STATS_SECONDS", 10.0))
+    return settings.PAYSYS_ROUTING_STATS_SECONDS
 
 
 def local_day(now: dt.datetime) -> dt.date:
@@ -321,7 +320,7 @@ def _recent_stats(key: tuple, snapshot: _Snapshot, now: dt.datetime) -> dict[int
     kept = _recent.get(key) if _cache_seconds() > 0 else None
     if kept is not None and kept[1] == ids and time.monotonic() - kept[0] <= _stats_seconds():
         return kept[2]
-    recent_seconds = int(getattr(settings, "PAYSYS_ROUTING_RECENT_SECONDS", RECENT_SECONDS_DEFAULT))
+    recent_seconds = settings.PAYSYS_ROUTING_RECENT_SECONDS
     stats = account_stats(ids, now - dt.timedelta(seconds=recent_seconds)) if ids else {}
     _put(_recent, key, (time.monotonic(), ids, stats))
     return stats
