@@ -8,6 +8,8 @@
 - `discrepancy_write_off_request` / `_approve`: the difference (channel net − paysys net) goes
   between channel clearing and suspense by a ledger adjustment under maker-checker; on approval
   the discrepancy is written off and what the channel settles moves to bank.
+- `discrepancy_resolve_duplicate`: a duplicate_line closed without money (the channel settles the
+  item once); `discrepancy_resolve`: any discrepancy closed without money.
 
 Lock order: the day's bill files (`day_lock`, where money moves: a run of the same day must not
 count the item again), the discrepancy row, then whatever the pay core or the ledger lock.
@@ -78,8 +80,11 @@ def discrepancy_investigate(*, discrepancy_id: int, by: str) -> Discrepancy:
 
 def _ask_provider(d: Discrepancy) -> PaymentResult | RefundResult:
     adapter = adapter_for(d.account)
-    if d.item_kind == "refund" and d.local_kind == "refund":
-        refund = Refund.objects.select_related("charge").get(public_id=d.ref)
+    # paysys's refund: on its side of the discrepancy, or named by a duplicate_line (which has no paysys side)
+    refund = None
+    if d.item_kind == "refund" and (d.local_kind == "refund" or d.kind == DiscrepancyKind.DUPLICATE_LINE):
+        refund = Refund.objects.select_related("charge").filter(public_id=d.ref).first()
+    if refund is not None:
         return adapter.query_refund(
             out_trade_no=refund.charge.public_id, out_refund_no=refund.public_id,
             currency=str(refund.amount.currency), requested_at=refund.created_at,
@@ -113,6 +118,12 @@ def discrepancy_correct_local(*, discrepancy_id: int, by: str, request_id: str =
     """
     d = Discrepancy.objects.select_related("account").get(pk=discrepancy_id)
     _must_be_open(d)
+    if d.kind == DiscrepancyKind.DUPLICATE_LINE:
+        raise ActionNotAllowed(
+            "a further copy of a bill line: paysys's item is matched to the first one. Resolve it as a duplicate,"
+            " or write it off if the channel settles it again.",
+            code="nothing_to_correct",
+        )
     if not d.local_kind:
         raise ActionNotAllowed("paysys has no charge or refund to correct: write it off.", code="nothing_to_correct")
     result = _ask_provider(d)
@@ -190,6 +201,21 @@ def discrepancy_write_off_approve(*, discrepancy_id: int, checker: str) -> Discr
     d.write_off(resolution=f"written off to suspense ({adjustment.public_id}) by {checker}")
     _settle(d, description=f"written-off discrepancy {d.pk}")
     _audit(d, "write_off_approve", source, by=checker, detail={"adjustment": adjustment.public_id})
+    return d
+
+
+@transaction.atomic
+def discrepancy_resolve_duplicate(*, discrepancy_id: int, by: str) -> Discrepancy:
+    """Closes a duplicate_line without money: the channel settles the item once (its bill listed it
+    again by mistake). The item's money moved with its first line; the copies' never moves."""
+    d = _lock(discrepancy_id)
+    _must_be_open(d)
+    if d.kind != DiscrepancyKind.DUPLICATE_LINE:
+        raise ActionNotAllowed(f"{d} is not a duplicate line.", code="not_a_duplicate_line")
+    source = d.status
+    d.resolve(resolution=f"listed more than once on the bill; the channel settles the item once ({by})")
+    d.save()
+    _audit(d, "resolve_duplicate", source, by=by)
     return d
 
 

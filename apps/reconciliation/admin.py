@@ -101,7 +101,8 @@ class BillFileAdmin(ReadOnlyAdmin):
 @admin.register(ReconRun)
 class ReconRunAdmin(ExportAllowed, ExportMixin, ReadOnlyAdmin):
     list_display = ("id", "account", "day", "status", "lines", "matched", "held", "local_missing", "channel_missing",
-                    "amount_mismatch", "status_mismatch", "fee_mismatch", "bill_fee", "local_fee", "error")  # fmt: skip
+                    "amount_mismatch", "status_mismatch", "fee_mismatch", "duplicate_line", "bill_fee", "local_fee",
+                    "error")  # fmt: skip
     list_filter = ("status", "day", "account")
     resource_classes = [DailySummaryResource, ChannelFeeResource]
 
@@ -129,7 +130,8 @@ class DiscrepancyAdmin(ExportAllowed, ExportMixin, ReadOnlyAdmin):
     search_fields = ("ref", "trade_no")
     inlines = [DiscrepancyActionInline]
     resource_classes = [DiscrepancyResource]
-    actions = ["investigate", "query_channel", "correct_local", "write_off_request", "write_off_approve"]
+    actions = ["investigate", "query_channel", "correct_local", "resolve_duplicate", "write_off_request",
+               "write_off_approve"]  # fmt: skip
 
     def has_change_permission(self, request, obj=None):
         return request.user.has_perm("reconciliation.change_discrepancy")
@@ -161,6 +163,14 @@ class DiscrepancyAdmin(ExportAllowed, ExportMixin, ReadOnlyAdmin):
             return actions.discrepancy_correct_local(discrepancy_id=d.pk, by=_by(request))
 
         self._each(request, queryset, correct, "correct")
+
+    @admin.action(description="Resolve a duplicate line: the channel settles the item once (no money)",
+                  permissions=["change"])  # fmt: skip
+    def resolve_duplicate(self, request, queryset):
+        def resolve(d):
+            return actions.discrepancy_resolve_duplicate(discrepancy_id=d.pk, by=_by(request))
+
+        self._each(request, queryset, resolve, "resolve duplicate")
 
     @admin.action(description="Request a write-off to suspense (maker)", permissions=["change"])
     def write_off_request(self, request, queryset):

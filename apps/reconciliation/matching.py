@@ -5,7 +5,9 @@ Everything runs in the caller's transaction on Django's connection.
 1. Bill side: every line of the bill joined on `ref` to paysys's charge or refund of the account,
    classified: no such item → local_missing; other kind, or either side not succeeded →
    status_mismatch; other amount → amount_mismatch; other channel fee → fee_mismatch; else
-   matched. One class per line, in that order of precedence.
+   matched. One class per line, in that order of precedence. A line the bill lists again (same
+   kind, ref and status as an earlier line of the file) is a duplicate_line whatever it says:
+   paysys's item stands for one line only, so its money moves once.
 2. Local side: the account's charges and refunds that succeeded on the day (bill zone) and are
    not on the bill. Within the cross-day window of a boundary they are looked for on the
    neighbouring day's loaded bill (→ matched), held when that bill has not arrived, else
@@ -38,7 +40,7 @@ from apps.core.money import SUPPORTED_CURRENCIES, exponent
 from apps.reconciliation.models import net
 
 RESULT_CLASSES = ("matched", "held", "local_missing", "channel_missing", "amount_mismatch", "status_mismatch",
-                  "fee_mismatch")  # fmt: skip
+                  "fee_mismatch", "duplicate_line")  # fmt: skip
 DISCREPANCY_CLASSES = RESULT_CLASSES[2:]
 NEAR = timedelta(days=1)  # how far around the day paysys's items are looked for in bulk
 
@@ -146,8 +148,9 @@ def _bill_side_sql() -> str:
         SELECT class, x.kind AS item_kind, x.ref, x.trade_no, x.currency, x.kind AS bill_kind,
                x.status AS bill_status, x.amount AS bill_amount, x.fee AS bill_fee, local.kind AS local_kind,
                local.status AS local_status, local.amount AS local_amount, local.fee AS local_fee,
-               NULL::date AS neighbour_day
-          FROM (SELECT l.kind, l.status, l.ref, l.trade_no, l.currency, l.amount, l.fee, {found["kind"]} AS near_kind,
+               NULL::date AS neighbour_day, x.id AS line_id
+          FROM (SELECT l.id, l.kind, l.status, l.ref, l.trade_no, l.currency, l.amount, l.fee,
+                       {found["kind"]} AS near_kind,
                        {found["status"]} AS near_status, {found["amount"]} AS near_amount, {found["fee"]} AS near_fee
                   FROM reconciliation_billline l
                   LEFT JOIN ({charges}) c ON c.ref = l.ref
@@ -182,7 +185,7 @@ def _local_side_sql() -> str:
                o.kind AS item_kind, o.ref, ''::text AS trade_no, o.currency, NULL::text AS bill_kind,
                NULL::text AS bill_status, NULL::bigint AS bill_amount, NULL::bigint AS bill_fee, o.kind AS local_kind,
                o.status AS local_status, o.amount AS local_amount, {_fee_sql("o.kind", "o.ref", "o.fee")} AS local_fee,
-               o.neighbour_day
+               o.neighbour_day, NULL::bigint AS line_id
           FROM (SELECT i.*, CASE WHEN i.at < %(early)s THEN %(prev)s::date WHEN i.at >= %(late)s THEN %(next)s::date
                             END AS neighbour_day
                   FROM ({own}) i
@@ -199,16 +202,35 @@ _TOTALS = """
       FROM reconciliation_billline WHERE bill_id = %(bill)s GROUP BY currency, kind, status
 """
 
-# Matched lines of items whose discrepancy an action settled: their money moved then, not again.
+# The lines the bill lists again: those with an earlier line (in file order: ids are assigned as
+# COPY reads) of the same kind, ref and status. A parallel hash semi-join of the bill's lines with
+# themselves; one row per item, status and currency (a few, on any sane day), with the copies'
+# figures summed and their ids, which the bill side's rows are rid of.
+_REPEATS = """
+    SELECT 'duplicate_line' AS class, l.kind AS item_kind, l.ref, min(l.trade_no) AS trade_no, l.currency,
+           l.kind AS bill_kind, l.status AS bill_status, sum(l.amount)::bigint AS bill_amount,
+           sum(l.fee)::bigint AS bill_fee, NULL AS local_kind, NULL AS local_status, NULL AS local_amount,
+           NULL AS local_fee, NULL AS neighbour_day, NULL AS line_id, count(*) AS lines, array_agg(l.id) AS line_ids
+      FROM reconciliation_billline l
+     WHERE l.bill_id = %(bill)s
+       AND EXISTS (SELECT 1 FROM reconciliation_billline f
+                    WHERE f.bill_id = %(bill)s AND f.ref = l.ref AND f.kind = l.kind AND f.status = l.status
+                      AND f.id < l.id)
+     GROUP BY l.kind, l.ref, l.status, l.currency
+"""
+
+# Lines of items whose discrepancy an action settled: their money moved then, not again (those
+# matched). A duplicate_line's action settled the copies, not the item: its line still moves.
 _SETTLED = """
-    SELECT l.kind, l.ref, l.currency, l.amount, l.fee
+    SELECT l.id, l.kind, l.currency, l.amount, l.fee
       FROM (SELECT DISTINCT ref, item_kind FROM reconciliation_discrepancy
-             WHERE account_id = %(account)s AND settled IS NOT NULL) s
+             WHERE account_id = %(account)s AND settled IS NOT NULL AND kind <> 'duplicate_line') s
       JOIN reconciliation_billline l ON l.bill_id = %(bill)s AND l.ref = s.ref AND l.kind = s.item_kind
 """
 
 _DETAILS = ("class", "item_kind", "ref", "trade_no", "currency", "bill_kind", "bill_status", "bill_amount", "bill_fee",
-            "local_kind", "local_status", "local_amount", "local_fee", "neighbour_day")  # fmt: skip
+            "local_kind", "local_status", "local_amount", "local_fee", "neighbour_day", "line_id")  # fmt: skip
+_REPEAT_DETAILS = (*_DETAILS, "lines", "line_ids")
 
 
 @dataclass
@@ -245,13 +267,17 @@ def match(*, account_id: int, day: date, bill_id: int, run_id: int, supersede: b
     with connection.cursor() as cursor:
         cursor.execute(_TOTALS, params)
         totals = cursor.fetchall()
-        found = []
+        cursor.execute(_REPEATS, params)
+        repeats = [dict(zip(_REPEAT_DETAILS, row, strict=True)) for row in cursor.fetchall()]
+        copies = {line_id for row in repeats for line_id in row.pop("line_ids")}
+        found = list(repeats)
         for sql in (_bill_side_sql(), _local_side_sql()):
             cursor.execute(sql, params)
-            found += [dict(zip(_DETAILS, row, strict=True)) for row in cursor.fetchall()]
+            lines = (dict(zip(_DETAILS, row, strict=True)) for row in cursor.fetchall())
+            found += [line for line in lines if line["line_id"] not in copies]  # a copy is a duplicate_line only
         cursor.execute(_SETTLED, params)
         settled = cursor.fetchall()
-        result = _result(totals, found, settled)
+        result = _result(totals, found, settled, copies)
         rows = {**params, "found": json.dumps(found, default=str)}
         _discrepancies_write(cursor, rows)
         if supersede:
@@ -266,8 +292,11 @@ def _signed(kind: str | None, value: int | None) -> int:
     return (value or 0) if kind == "payment" else -(value or 0)
 
 
-def _result(totals: list[tuple], found: list[dict], settled: list[tuple]) -> MatchResult:
-    """The run's figures: the bill's totals, less what did not match (and what was settled)."""
+def _result(totals: list[tuple], found: list[dict], settled: list[tuple], copies: set[int]) -> MatchResult:
+    """The run's figures: the bill's totals, less what did not match (and what was settled).
+
+    A row of `found` is one line, or for duplicate_line the copies of one item (`lines` of them,
+    figures summed); `copies`: the ids of those lines."""
     result = MatchResult(counts=dict.fromkeys(RESULT_CLASSES, 0))
     lines: dict[str, int] = {}
     settles: dict[str, int] = {}  # currency → net of the matched lines
@@ -282,23 +311,25 @@ def _result(totals: list[tuple], found: list[dict], settled: list[tuple]) -> Mat
             figures[1] += _signed(kind, fee)
             figures[2] += _signed(kind, fee)  # a matched line's fee is paysys's too; corrected below
             settles[currency] = settles.get(currency, 0) + net(kind, amount, fee)
-    unmatched = set()
+    unmatched = set(copies)  # ids of the lines that did not match
     for row in found:
         cls, currency = row["class"], row["currency"]
         if cls == "matched_elsewhere":
             result.counts["matched"] += 1
             continue
-        result.counts[cls] += 1
+        n = row.get("lines") or 1  # a duplicate_line row stands for its copies
+        result.counts[cls] += n
         if row["bill_kind"] is None:  # paysys's item, not a line
             continue
-        result.counts["matched"] -= 1
-        unmatched.add((row["bill_kind"], row["ref"]))
+        result.counts["matched"] -= n
+        if row["line_id"] is not None:  # (a duplicate_line row's lines are in copies)
+            unmatched.add(row["line_id"])
         if row["bill_status"] == "succeeded":
             figures = by_currency.setdefault(currency, [0, 0, 0])
             figures[2] += _signed(row["local_kind"], row["local_fee"]) - _signed(row["bill_kind"], row["bill_fee"])
             settles[currency] -= net(row["bill_kind"], row["bill_amount"], row["bill_fee"])
-    for kind, ref, currency, amount, fee in settled:
-        if (kind, ref) not in unmatched:
+    for line_id, kind, currency, amount, fee in settled:
+        if line_id not in unmatched:
             settles[currency] -= net(kind, amount, fee)
     result.cleared = settles
     if lines:  # the run's figures are in its main currency: the one with the most lines
@@ -323,6 +354,8 @@ def _discrepancies_write(cursor, params: dict) -> None:
                COALESCE(bill_status, ''), bill_amount, bill_fee, COALESCE(local_kind, ''),
                COALESCE(local_status, ''), local_amount, local_fee, 'open', %(run)s, '', now()
           FROM {_FOUND} WHERE class = ANY(%(classes)s)
+         -- An item's copies under two statuses: the discrepancy shows the succeeded ones (they carry money).
+         ORDER BY class, item_kind, ref, bill_status = 'succeeded' DESC NULLS LAST
         -- Found again on a newer file of the day: an open one takes that file's figures.
         ON CONFLICT (account_id, day, kind, item_kind, ref) DO UPDATE
            SET trade_no = EXCLUDED.trade_no, bill_kind = EXCLUDED.bill_kind, bill_status = EXCLUDED.bill_status,

@@ -135,6 +135,7 @@ class ReconRun(models.Model):
     amount_mismatch = models.IntegerField(default=0)
     status_mismatch = models.IntegerField(default=0)
     fee_mismatch = models.IntegerField(default=0)
+    duplicate_line = models.IntegerField(default=0, help_text="further copies of lines the bill lists more than once")
     internal_problems = models.JSONField(default=list, blank=True)
     bill_amount = models.BigIntegerField(default=0, help_text="minor units, payments minus refunds")
     bill_fee = models.BigIntegerField(default=0, help_text="channel fees on the bill, net of refunded fees")
@@ -185,6 +186,9 @@ class DiscrepancyKind(models.TextChoices):
     AMOUNT_MISMATCH = "amount_mismatch"
     STATUS_MISMATCH = "status_mismatch"
     FEE_MISMATCH = "fee_mismatch"
+    # The bill lists the same payment or refund again (same kind, paysys id and status): the first
+    # line is matched, the further copies are this, with their figures summed and no paysys side.
+    DUPLICATE_LINE = "duplicate_line", "listed again on the same bill"
 
 
 class DiscrepancyStatus(models.TextChoices):

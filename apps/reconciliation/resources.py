@@ -11,8 +11,8 @@ class DailySummaryResource(resources.ModelResource):
     class Meta:
         model = ReconRun
         fields = ("id", "account", "day", "status", "lines", "matched", "held", "local_missing", "channel_missing",
-                  "amount_mismatch", "status_mismatch", "fee_mismatch", "currency", "bill_amount", "cleared_to_bank",
-                  "error")  # fmt: skip
+                  "amount_mismatch", "status_mismatch", "fee_mismatch", "duplicate_line", "currency", "bill_amount",
+                  "cleared_to_bank", "error")  # fmt: skip
         export_order = fields
 
 

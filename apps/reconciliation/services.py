@@ -129,9 +129,10 @@ def _run(run: ReconRun, bill: BillFile, account: ChannelAccount, day: date, prog
         status=ReconRunStatus.DONE, lines=lines, matched=counts["matched"], held=counts["held"],
         local_missing=counts["local_missing"], channel_missing=counts["channel_missing"],
         amount_mismatch=counts["amount_mismatch"], status_mismatch=counts["status_mismatch"],
-        fee_mismatch=counts["fee_mismatch"], internal_problems=problems, bill_amount=result.bill_amount,
-        bill_fee=result.bill_fee, local_fee=result.local_fee, cleared_to_bank=moved.get(result.currency, 0),
-        cleared=moved, currency=result.currency, finished_at=timezone.now(),
+        fee_mismatch=counts["fee_mismatch"], duplicate_line=counts["duplicate_line"], internal_problems=problems,
+        bill_amount=result.bill_amount, bill_fee=result.bill_fee, local_fee=result.local_fee,
+        cleared_to_bank=moved.get(result.currency, 0), cleared=moved, currency=result.currency,
+        finished_at=timezone.now(),
     )  # fmt: skip
     run.refresh_from_db()
 

@@ -3,9 +3,11 @@ it in time, inject its bill faults and damage its bill file. The tests themselve
 every provider format (Alipay's zipped GBK CSV, WeChat Pay's gzipped backtick text, UnionPay's
 zipped fixed-width ZM file)."""
 
+import csv
 import gzip
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -143,6 +145,12 @@ class Kit:
         """Another file with the very same lines (here: a zip whose members have other timestamps)."""
         return _rezip(content, lambda name, data: data, date_time=(2099, 1, 1, 0, 0, 0))
 
+    def repeated(self, content: bytes, paysys_id: str, times: int = 2) -> bytes:
+        """The bill file with the line of `paysys_id` (a charge's payment line, or a refund's line)
+        listed `times` times, the copies right after it; the file's own counts and totals count
+        every copy, as the provider's would if it published the line twice."""
+        raise NotImplementedError
+
     # --- damaged files -------------------------------------------------------------------------
 
     def damaged(self, content: bytes, how: str) -> bytes:
@@ -184,6 +192,29 @@ class AlipayKit(Kit):
     def _extra_params(self, amount: int, charge_id: str) -> dict:
         return {"amount": f"{Decimal(amount).scaleb(-2):.2f}", "out_trade_no": charge_id}
 
+    def repeated(self, content: bytes, paysys_id: str, times: int = 2) -> bytes:
+        def change(name: str, data: bytes) -> bytes:
+            if "汇总".encode("gbk") in name.encode("cp437"):  # the summary member: the adapter reads the detail
+                return data
+            out, found = [], None
+            for line in data.decode("gbk").split("\r\n"):
+                out.append(line)
+                cells = next(csv.reader([line])) if line and not line.startswith("#") else []
+                # 商户订单号 of a 交易 (payment) line, or 退款批次号 of a refund line
+                if len(cells) > 21 and paysys_id in (cells[1].strip() if cells[2] == "交易" else "", cells[21].strip()):
+                    out += [line] * (times - 1)
+                    found = cells[2], Decimal(cells[12])  # business type, 商家实收 (negative on a refund)
+            assert found is not None, f"{paysys_id} is not on the bill"
+            kind, amount = found
+            label = "#交易合计：" if kind == "交易" else "#退款合计："
+
+            def footer(m: re.Match) -> str:
+                return f"{label}{int(m[1]) + times - 1}笔，{m[2]}{Decimal(m[3]) + (times - 1) * amount:.2f}元"
+
+            return re.sub(rf"{label}(\d+)笔，(商家实收(?:退款)?共)(-?[\d.]+)元", footer, "\r\n".join(out)).encode("gbk")
+
+        return _rezip(content, change)
+
     def damaged(self, content: bytes, how: str) -> bytes:
         if how == "truncated":
             return content[: len(content) // 2]
@@ -201,6 +232,20 @@ class AlipayKit(Kit):
 class WechatpayKit(Kit):
     def reissued(self, content: bytes) -> bytes:
         return gzip.compress(gzip.decompress(content), mtime=1)  # only the gzip header differs
+
+    def repeated(self, content: bytes, paysys_id: str, times: int = 2) -> bytes:
+        from apps.sandbox import wechatpay_protocol as proto
+
+        lines = gzip.decompress(content).decode("utf-8").split("\r\n")
+        rows = [dict(zip(proto.BILL_COLUMNS, line[1:].split(",`"), strict=True))
+                for line in lines[1 : lines.index(proto.BILL_SUMMARY_HEADER)]]  # fmt: skip
+        out = []
+        for row in rows:
+            refund = row["商户退款单号"] not in ("", "0")
+            named = row["商户退款单号"] if refund else row["商户订单号"]
+            out += [row] * (times if named == paysys_id else 1)
+        assert len(out) == len(rows) + times - 1, f"{paysys_id} is not on the bill"
+        return gzip.compress(proto.bill_text(out).encode("utf-8"), mtime=0)  # the summary recomputed
 
     def _sandbox_shift(self, interval: str) -> None:
         _sql(f"UPDATE sandbox_wechatpaytransaction SET created_at = created_at - {interval},"
@@ -252,6 +297,29 @@ class UnionpayKit(Kit):
 
     def _extra_params(self, amount: int, charge_id: str) -> dict:
         return {"amount": amount, "order_id": self.fault_ref(charge_id)}
+
+    def repeated(self, content: bytes, paysys_id: str, times: int = 2) -> bytes:
+        from apps.channels.adapters.unionpay import ZM_OFFSETS, ZM_WIDTHS
+
+        start, end = ZM_OFFSETS[11], ZM_OFFSETS[11] + ZM_WIDTHS[11]  # orderId: the consume's, or the refund's
+        order_id = self.fault_ref(paysys_id).encode()
+        copies = 0
+
+        def change(name: str, data: bytes) -> bytes:  # the ZM file has no totals
+            nonlocal copies
+            if "ZM_" not in name:
+                return data
+            out = []
+            for line in data.split(b"\r\n"):
+                out.append(line)
+                if line[start:end].strip() == order_id:
+                    out += [line] * (times - 1)
+                    copies += times - 1
+            return b"\r\n".join(out)
+
+        repeated = _rezip(content, change)
+        assert copies == times - 1, f"{paysys_id} is not on the bill"
+        return repeated
 
     def damaged(self, content: bytes, how: str) -> bytes:
         if how == "truncated":

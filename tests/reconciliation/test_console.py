@@ -5,6 +5,7 @@ import io
 import pytest
 from django.contrib.auth.models import User
 
+from apps.ledger.models import Posting
 from apps.reconciliation.bills import bill_download, bill_path
 from apps.reconciliation.models import BillFile, Discrepancy, DiscrepancyAction, ReconRun
 
@@ -45,6 +46,27 @@ def test_finance_uploads_a_bill_acts_on_a_discrepancy_and_exports(client, kit, d
     exported = client.post("/admin/reconciliation/discrepancy/export/", form)
     assert exported.status_code == 200
     assert exported.content.decode().splitlines()[1] == f"{d.pk},channel_missing,{d.ref},-50"
+
+
+def test_finance_resolves_a_duplicate_line_in_the_console(client, kit, day_of_business, finance_group):
+    day, charge = day_of_business["day"], day_of_business["charges"][0]
+    client.force_login(finance_user("fiona", finance_group))
+    upload = io.BytesIO(kit.repeated(kit.corrected_bill(day), charge))
+    upload.name = "bill.csv.zip"
+    client.post("/admin/reconciliation/billfile/upload/",
+                {"account": kit.account.pk, "day": day.isoformat(), "file": upload})  # fmt: skip
+    d = Discrepancy.objects.get()
+    assert (d.kind, d.ref, ReconRun.objects.get().duplicate_line) == ("duplicate_line", charge, 1)
+    assert d.ref.encode() in client.get("/admin/reconciliation/discrepancy/?kind__exact=duplicate_line").content
+    postings = Posting.objects.count()
+
+    action = {"action": "resolve_duplicate", "_selected_action": [d.pk]}
+    assert client.post("/admin/reconciliation/discrepancy/", action).status_code == 302
+
+    d.refresh_from_db()
+    assert (d.status, d.settled) == ("resolved", None)
+    assert list(DiscrepancyAction.objects.values_list("action", "by")) == [("resolve_duplicate", "admin:fiona")]
+    assert Posting.objects.count() == postings
 
 
 def test_a_bad_upload_is_flagged_in_the_console(client, kit, day_of_business, finance_group):

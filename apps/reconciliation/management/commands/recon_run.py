@@ -66,5 +66,6 @@ def summary(run: ReconRun) -> str:
     return (
         f"run {run.pk}: {run.lines} lines, {run.matched} matched, {run.held} held; local_missing {run.local_missing},"
         f" channel_missing {run.channel_missing}, amount_mismatch {run.amount_mismatch}, status_mismatch"
-        f" {run.status_mismatch}, fee_mismatch {run.fee_mismatch}; internal problems {len(run.internal_problems)}"
+        f" {run.status_mismatch}, fee_mismatch {run.fee_mismatch}, duplicate_line {run.duplicate_line};"
+        f" internal problems {len(run.internal_problems)}"
     )
