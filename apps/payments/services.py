@@ -65,17 +65,15 @@ class ChargeParams:
     time_expire: datetime | None = None
 
 
-def _audit(charge: Charge, source: str, *, by: str, request_id: str, target: str = "", detail=None) -> None:
-    insert(
-        ChargeTransition(
-            charge=charge,
-            source=source,
-            target=target or charge.status,
-            by=by,
-            request_id=request_id,
-            detail=detail or {},
-        )
+def _transition(charge: Charge, source: str, *, by: str, request_id: str, target: str = "", detail=None):
+    """The audit row of a change of `charge` (to its current status unless `target` says)."""
+    return ChargeTransition(
+        charge=charge, source=source, target=target or charge.status, by=by, request_id=request_id, detail=detail or {}
     )
+
+
+def _audit(charge: Charge, source: str, *, by: str, request_id: str, target: str = "", detail=None) -> None:
+    insert(_transition(charge, source, by=by, request_id=request_id, target=target, detail=detail))
 
 
 def charge_lock(*, charge_id: int) -> Charge:
@@ -218,8 +216,7 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
         request_id=request_id,
         next_query_at=timezone.now() + query_delay(0),
     )
-    insert(charge)
-    _audit(charge, "", by="api", request_id=request_id)
+    insert(charge, then=(_transition(charge, "", by="api", request_id=request_id), "charge"))  # one round trip
     return charge
 
 
@@ -234,10 +231,12 @@ def charge_submit(*, charge: Charge, credential: dict, transaction_no: str, requ
     """
     source = charge.status
     charge.submit(credential=credential, transaction_no=transaction_no)
-    if not update(charge, ("status", "credential", "transaction_no"), expect={"status": source}):
+    audit = _transition(charge, source, by="provider", request_id=request_id)
+    if not update(
+        charge, ("status", "credential", "transaction_no"), expect={"status": source}, then=(audit, "charge")
+    ):
         return Charge.objects.get(pk=charge.pk)
     charge._update_initial_state()  # as ConcurrentTransitionMixin.save: later saves start from here
-    _audit(charge, source, by="provider", request_id=request_id)
     return charge
 
 
