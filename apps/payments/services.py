@@ -3,7 +3,7 @@
 Charge creation (DESIGN.md, the payment flow):
 1. `charge_open`: one transaction validates the order and commits the charge as `created`.
 2. The provider call, outside any transaction (`_provider_create`).
-3. `charge_submit`: one transaction stores the credential and moves the charge to `pending`.
+3. `charge_submit`: one statement stores the credential and moves the charge to `pending`.
 
 A timeout in phase 2 leaves the charge `created`: the outcome is unknown and only a provider
 query or notification settles it. Lock order: charge, then its order.
@@ -157,14 +157,15 @@ def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id:
             error = errors.ChannelUnavailable if isinstance(exc, ChannelUnavailable) else errors.ChannelRefused
             raise error(f"The channel refused the payment: {exc.message}") from exc
         break
-    with transaction.atomic():  # one commit for phase 3 and the decision record's outcome
-        route.attempt_succeeded()
-        submitted = charge_submit(
-            charge=charge,
-            credential={charge.channel: created.credential},
-            transaction_no=created.transaction_no or "",
-            request_id=request_id,
-        )
+    # The attempt's outcome is a fact about the provider call, true whatever phase 3 finds: it is
+    # recorded first, on its own, and phase 3 is then one statement (no BEGIN/COMMIT round trips).
+    route.attempt_succeeded()
+    submitted = charge_submit(
+        charge=charge,
+        credential={charge.channel: created.credential},
+        transaction_no=created.transaction_no or "",
+        request_id=request_id,
+    )
     submitted.app, submitted.order = charge.app, charge.order  # already loaded in phase 1
     submitted.channel_account = account
     return submitted
@@ -220,9 +221,10 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
     return charge
 
 
-@transaction.atomic(savepoint=False)
 def charge_submit(*, charge: Charge, credential: dict, transaction_no: str, request_id: str) -> Charge:
     """Phase 3: the provider accepted the payment; the payer can now pay with the credential.
+
+    One statement, atomic on its own: the move to `pending` with its audit row.
 
     `charge` is the `created` charge as phase 1 committed it. The save is optimistic (as django-fsm's
     ConcurrentTransitionMixin: `UPDATE … WHERE status = 'created'`), so no lock is taken first. If a
