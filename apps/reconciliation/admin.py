@@ -102,7 +102,7 @@ class BillFileAdmin(ReadOnlyAdmin):
 class ReconRunAdmin(ExportAllowed, ExportMixin, ReadOnlyAdmin):
     list_display = ("id", "account", "day", "status", "lines", "matched", "held", "local_missing", "channel_missing",
                     "amount_mismatch", "status_mismatch", "fee_mismatch", "duplicate_line", "bill_fee", "local_fee",
-                    "error")  # fmt: skip
+                    "platform_fee", "error")  # fmt: skip
     list_filter = ("status", "day", "account")
     resource_classes = [DailySummaryResource, ChannelFeeResource]
 

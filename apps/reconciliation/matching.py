@@ -113,6 +113,21 @@ def _refunds_sql(where: str, *, bulk: bool = True) -> str:
     """
 
 
+def day_platform_fee(*, account_id: int, day: date, currency: str) -> int:
+    """paysys's platform fees (minor units) on the charges in `currency` that the account's `day`
+    paid (paid_at within the bill's day)."""
+    start, end = day_bounds(day)
+    fee = _minor_sql("COALESCE(c.platform_fee, 0)", "c.amount_currency")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT COALESCE(sum({fee}), 0)::bigint FROM payments_charge c
+                 WHERE c.channel_account_id = %s AND c.status = 'succeeded' AND c.amount_currency = %s
+                   AND c.paid_at >= %s AND c.paid_at < %s""",
+            [account_id, currency, start, end],
+        )
+        return cursor.fetchone()[0]
+
+
 def _items_sql(charge_where: str, refund_where: str, *, bulk: bool = True) -> str:
     """The account's charges and refunds as items (kind, ref, status, amount, fee, currency, at)."""
     return f"{_charges_sql(charge_where)} UNION ALL {_refunds_sql(refund_where, bulk=bulk)}"

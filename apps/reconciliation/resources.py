@@ -12,7 +12,7 @@ class DailySummaryResource(resources.ModelResource):
         model = ReconRun
         fields = ("id", "account", "day", "status", "lines", "matched", "held", "local_missing", "channel_missing",
                   "amount_mismatch", "status_mismatch", "fee_mismatch", "duplicate_line", "currency", "bill_amount",
-                  "cleared_to_bank", "error")  # fmt: skip
+                  "platform_fee", "cleared_to_bank", "error")  # fmt: skip
         export_order = fields
 
 

@@ -131,6 +131,7 @@ def _run(run: ReconRun, bill: BillFile, account: ChannelAccount, day: date, prog
         amount_mismatch=counts["amount_mismatch"], status_mismatch=counts["status_mismatch"],
         fee_mismatch=counts["fee_mismatch"], duplicate_line=counts["duplicate_line"], internal_problems=problems,
         bill_amount=result.bill_amount, bill_fee=result.bill_fee, local_fee=result.local_fee,
+        platform_fee=matching.day_platform_fee(account_id=account.pk, day=day, currency=result.currency),
         cleared_to_bank=moved.get(result.currency, 0), cleared=moved, currency=result.currency,
         finished_at=timezone.now(),
     )  # fmt: skip

@@ -67,3 +67,24 @@ def test_finance_exports_summary_fees_and_discrepancies(kit, day_of_business, fi
     finance = User.objects.create_user("fin", is_staff=True)
     finance.groups.add(finance_group)
     assert User.objects.get(pk=finance.pk).has_perm("reconciliation.export_reports")
+
+
+def test_the_daily_summary_carries_the_platform_fees_of_the_days_paid_charges(kit, day_of_business, api, merchant):
+    from moneyed import Money
+
+    from apps.payments.models import Charge
+
+    fees = {
+        "0.05": day_of_business["charges"][0],
+        "0.01": day_of_business["charges"][1],
+        "0.60": day_of_business["charges"][2],
+    }
+    for fee, charge_id in fees.items():
+        Charge.objects.filter(public_id=charge_id).update(platform_fee=Money(fee, "CNY"))
+    unpaid = kit.charge(api, merchant, "recon-unpaid", 900)["id"]  # open: not the day's income
+    Charge.objects.filter(public_id=unpaid).update(platform_fee=Money("9.00", "CNY"))
+
+    run = recon_run(account=kit.account, day=day_of_business["day"])
+
+    assert run.platform_fee == 5 + 1 + 60
+    assert DailySummaryResource().export().dict[0]["platform_fee"] == "66"
