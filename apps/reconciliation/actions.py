@@ -212,11 +212,8 @@ def discrepancy_resolve_duplicate(*, discrepancy_id: int, by: str) -> Discrepanc
     _must_be_open(d)
     if d.kind != DiscrepancyKind.DUPLICATE_LINE:
         raise ActionNotAllowed(f"{d} is not a duplicate line.", code="not_a_duplicate_line")
-    source = d.status
-    d.resolve(resolution=f"listed more than once on the bill; the channel settles the item once ({by})")
-    d.save()
-    _audit(d, "resolve_duplicate", source, by=by)
-    return d
+    resolution = f"listed more than once on the bill; the channel settles the item once ({by})"
+    return _close_without_money(d, by=by, action="resolve_duplicate", resolution=resolution)
 
 
 @transaction.atomic
@@ -224,8 +221,19 @@ def discrepancy_resolve(*, discrepancy_id: int, by: str, resolution: str) -> Dis
     """Closes a discrepancy that needs no money movement (e.g. the provider corrected its bill)."""
     d = _lock(discrepancy_id)
     _must_be_open(d)
+    return _close_without_money(
+        d,
+        by=by,
+        action="resolve",
+        resolution=resolution[:255] or f"resolved by {by}",
+        detail={"resolution": resolution},
+    )
+
+
+def _close_without_money(d: Discrepancy, *, by: str, action: str, resolution: str, detail=None) -> Discrepancy:
+    """Resolves the locked open discrepancy, nothing posted, and audits the action."""
     source = d.status
-    d.resolve(resolution=resolution[:255] or f"resolved by {by}")
+    d.resolve(resolution=resolution)
     d.save()
-    _audit(d, "resolve", source, by=by, detail={"resolution": resolution})
+    _audit(d, action, source, by=by, detail=detail)
     return d

@@ -282,15 +282,6 @@ def _out_trade_no_of(params: dict) -> str:
     return str(biz.get("out_trade_no") or "") if isinstance(biz, dict) else ""
 
 
-def _app_and_armed(params: dict) -> tuple[AlipayApp | None, frozenset[str]]:
-    """The request's app (None when unknown) and the fault kinds armed for its payment: one read."""
-    app_id = params.get("app_id", "")
-    app, enabled = selectors.alipay_app_with_faults(app_id=app_id) if app_id else (None, [])
-    if app is None:
-        return None, frozenset()
-    return app, services.alipay_fault_kinds_armed(app=app, out_trade_no=_out_trade_no_of(params), enabled=enabled)
-
-
 def _checked_app(params: dict, methods, app: AlipayApp | None) -> AlipayApp:
     """The app (read by the caller) of a well-formed, correctly signed request for one of
     `methods`, or the error."""
@@ -319,8 +310,8 @@ def alipay_gateway_handle(params: dict[str, str], *, urls: GatewayUrls) -> Gatew
     app = None
     delay = 0.0
     try:
-        app, armed = _app_and_armed(params)
         out_trade_no = _out_trade_no_of(params)
+        app, armed = services.alipay_app_and_armed(app_id=params.get("app_id", ""), out_trade_no=out_trade_no)
         if app is not None and method in METHODS:
             fault = _error_5xx_take(app, method, out_trade_no, armed)
             if fault is not None:
@@ -367,8 +358,9 @@ def alipay_cashier_open(params: dict[str, str]) -> CashierAnswer:
     """
     method = params.get("method", "")
     try:
-        app, armed = _app_and_armed(params)
-        if app is not None and _error_5xx_take(app, method, _out_trade_no_of(params), armed) is not None:
+        out_trade_no = _out_trade_no_of(params)
+        app, armed = services.alipay_app_and_armed(app_id=params.get("app_id", ""), out_trade_no=out_trade_no)
+        if app is not None and _error_5xx_take(app, method, out_trade_no, armed) is not None:
             return CashierAnswer(trade=None, error=AlipayGatewayError("20000", "isp.unknow-error", "系统繁忙"),
                                  http_status=502)  # fmt: skip
         app = _checked_app(params, CASHIER_METHODS, app)

@@ -16,10 +16,10 @@ _APP_WITH_FAULTS_SQL = (
 )
 
 
-def alipay_app_with_faults(*, app_id: str) -> tuple[AlipayApp | None, list]:
-    """The app and Alipay's enabled faults (the rows `faults.armed_kinds` takes) in one
+def alipay_app_with_faults(*, app_id: str, provider: str) -> tuple[AlipayApp | None, list]:
+    """The app and the provider's enabled faults (the rows `faults.armed_kinds` takes) in one
     round trip: every gateway request needs both."""
-    app = next(iter(AlipayApp.objects.raw(_APP_WITH_FAULTS_SQL, ["alipay", app_id])), None)
+    app = next(iter(AlipayApp.objects.raw(_APP_WITH_FAULTS_SQL, [provider, app_id])), None)
     return app, (app.enabled_faults if app is not None else [])
 
 

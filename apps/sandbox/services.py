@@ -21,6 +21,7 @@ from apps.core import crypto
 from apps.core.db import insert_unless_exists
 from apps.core.ids import random_token
 from apps.sandbox import alipay_protocol as proto
+from apps.sandbox import selectors
 from apps.sandbox.exceptions import business_error
 from apps.sandbox.faults import armed_kinds, fault_kinds_armed, fault_take
 from apps.sandbox.models import (
@@ -62,12 +63,16 @@ def alipay_fault_take(
     )
 
 
-def alipay_fault_kinds_armed(*, app: AlipayApp, out_trade_no: str = "", enabled: list | None = None) -> frozenset[str]:
-    """The fault kinds armed for the app's payment; `enabled`: Alipay's enabled faults as already
-    read with the app (`selectors.alipay_app_with_faults`), else they are read here."""
-    if enabled is None:
-        return fault_kinds_armed(provider=PROVIDER, merchant_ref=app.app_id, out_trade_no=out_trade_no)
-    return armed_kinds(enabled, merchant_ref=app.app_id, out_trade_no=out_trade_no)
+def alipay_fault_kinds_armed(*, app: AlipayApp, out_trade_no: str = "") -> frozenset[str]:
+    return fault_kinds_armed(provider=PROVIDER, merchant_ref=app.app_id, out_trade_no=out_trade_no)
+
+
+def alipay_app_and_armed(*, app_id: str, out_trade_no: str) -> tuple[AlipayApp | None, frozenset[str]]:
+    """A gateway request's app (None when unknown) and the fault kinds armed for its payment: one read."""
+    app, enabled = selectors.alipay_app_with_faults(app_id=app_id, provider=PROVIDER) if app_id else (None, [])
+    if app is None:
+        return None, frozenset()
+    return app, armed_kinds(enabled, merchant_ref=app.app_id, out_trade_no=out_trade_no)
 
 
 # --- apps --------------------------------------------------------------------------------------
