@@ -7,9 +7,10 @@ expects, the capabilities) is handed to the adapter untouched. The adapter's res
 and its exceptions re-raised unchanged: callers cannot tell the proxy is there.
 
 The row is one plain INSERT. Outside a transaction (the normal case: DESIGN.md forbids holding one
-across a network call) it autocommits on the request's own connection: one round trip. Inside a caller's atomic
-block it goes through a short-lived connection of its own, so a caller that rolls back does not
-erase the record of a call that really happened. Logging never breaks the call: a failed insert is
+across a network call) it autocommits on the request's own connection: one round trip, or none
+inside `apps.core.db.held_writes`, where it rides with the caller's next statement. Inside a
+caller's atomic block it goes through a short-lived connection of its own, so a caller that rolls
+back does not erase the record of a call that really happened. Logging never breaks the call: a failed insert is
 logged and swallowed. No body, credential or message is recorded: only codes, status and timing.
 """
 
@@ -33,6 +34,7 @@ from apps.channels.adapters.base import (
 )
 from apps.channels.models import CallOperation, CallOutcome, ChannelCall
 from apps.core.context import current_request_id
+from apps.core.db import later
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +89,7 @@ def channel_call_record(
     try:
         connection = connections[DEFAULT_DB_ALIAS]
         if not connection.in_atomic_block:
-            with connection.cursor() as cursor:  # autocommit: one round trip
-                cursor.execute(_insert_sql(), params)
+            later(_insert_sql(), params)  # autocommitted now, or held for the caller's next statement
             return
         # Inside a caller's transaction: an autocommitting connection of our own (rare path).
         side = connections.create_connection(DEFAULT_DB_ALIAS)

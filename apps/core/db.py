@@ -7,23 +7,48 @@ These helpers build a model's INSERT once per process and only turn the instance
 parameters on each call, with the fields' own `pre_save` (auto_now_add, defaults already set by
 the model's constructor) and `get_db_prep_save` (Money, JSON, …): the row is the one `save()`
 would write. What they leave out: model signals (paysys connects none) and the saving of
-unsaved related objects (a caller passes saved ones).
+unsaved related objects (a caller passes saved ones, or writes them in the same statement).
 
 `update` is `save(update_fields=…)` the same way, with the optimistic condition of django-fsm's
 ConcurrentTransitionMixin made explicit: `expect` names the columns' values the row must still
 hold (a state field's source state), and the caller learns whether it did.
 
-Both take a `then=(row, link)`: a new row of another model whose foreign key `link` points at
-the inserted or updated row (an audit row), written by the same statement — and only if that row
-was written — instead of costing a round trip of its own. Its pk is not read back.
+Both take `then`: new rows written by the same statement, each only if the row it depends on
+was written (`Then`), instead of costing a round trip each: an audit row, or a charge and its
+audit row after its order. Their pks are read back.
+
+Writes that need no answer (a call-log row, the outcome on a decision record) can be held
+(`held_writes`, `later`): they are sent with the next `insert` or `update` made outside a
+transaction, as part of its statement, so that one round trip and one commit carry them all.
 """
 
+import contextlib
+import contextvars
 import functools
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, Model
 
-Then = tuple[Model, str] | None  # (a new row, the name of its foreign key to the written row)
+logger = logging.getLogger(__name__)
+
+
+class Then(NamedTuple):
+    """A new row written by the same statement as the first, only if the row it depends on was."""
+
+    row: Model
+    link: str = ""  # the name of its foreign key to the row it depends on ("": no link)
+    to: Model | None = None  # the row it depends on: an earlier one; None for the first
+
+
+class _Statement(NamedTuple):
+    ctes: tuple[str, ...]  # "wN AS (…)" parts, in order
+    final: str
+    columns: tuple[tuple[Field, ...], ...]  # per row written (first, then the `then` rows)
+    conditions: tuple[Field, ...] = ()  # an update's `expect` fields
 
 
 def _columns(model: type[Model], *, leaving_out: str = "") -> tuple[Field, ...]:
@@ -35,22 +60,42 @@ def _columns(model: type[Model], *, leaving_out: str = "") -> tuple[Field, ...]:
     )
 
 
-def _with_then(sql: str, model: type[Model], then: tuple[type[Model], str] | None, *, using: str):
-    """`sql` (… RETURNING <pk>) as is, or wrapped so that it also inserts the dependent row: the
-    statement, and the dependent row's fields in parameter order."""
-    if then is None:
-        return sql, ()
-    child, link = then
+def _with_then(first: str, model: type[Model], shape: tuple, *, using: str) -> tuple[tuple[str, ...], str, list]:
+    """`first` (… RETURNING <pk>) as is, or as the first of the CTEs that write the dependent
+    rows; the CTEs, the final statement and the dependent rows' fields in parameter order."""
+    if not shape:
+        return (), first, []
     quote = connections[using].ops.quote_name
-    fields = _columns(child, leaving_out=link)
-    link_column = quote(child._meta.get_field(link).column)
-    columns = ", ".join([link_column, *(quote(field.column) for field in fields)])
-    values = ", ".join([f"w.{quote(model._meta.pk.column)}", *(["%s"] * len(fields))])
-    wrapped = (
-        f"WITH w AS ({sql}) INSERT INTO {quote(child._meta.db_table)} ({columns}) "
-        f"SELECT {values} FROM w RETURNING {link_column}"
-    )
-    return wrapped, fields
+    pks = [model._meta.pk]
+    ctes, fields_of = [f"w0 AS ({first})"], []
+    for n, (child, link, to) in enumerate(shape, start=1):
+        fields = _columns(child, leaving_out=link)
+        names = ", ".join(quote(field.column) for field in fields)
+        values = ", ".join(["%s"] * len(fields))
+        if link:
+            names = f"{quote(child._meta.get_field(link).column)}, {names}"
+            values = f"w{to}.{quote(pks[to].column)}, {values}"
+        pk = child._meta.pk
+        ctes.append(
+            f"w{n} AS (INSERT INTO {quote(child._meta.db_table)} ({names}) "
+            f"SELECT {values} FROM w{to} RETURNING {quote(pk.column)})"
+        )
+        pks.append(pk)
+        fields_of.append(fields)
+    written = range(len(pks))
+    final = "SELECT " + ", ".join(f"w{n}.{quote(pks[n].column)}" for n in written)
+    final += " FROM " + ", ".join(f"w{n}" for n in written)
+    return tuple(ctes), final, fields_of
+
+
+def _shape(obj: Model, then: Sequence[Then]) -> tuple:
+    rows = [obj]
+    shape = []
+    for row, link, to in then:
+        target = obj if to is None else to
+        shape.append((type(row), link, next(n for n, earlier in enumerate(rows) if earlier is target)))
+        rows.append(row)
+    return tuple(shape)
 
 
 def _params(obj: Model, fields, connection, *, add: bool) -> list:
@@ -58,7 +103,7 @@ def _params(obj: Model, fields, connection, *, add: bool) -> list:
 
 
 @functools.cache
-def _insert_statement(model: type[Model], then, *, unless_exists: bool, using: str):
+def _insert_statement(model: type[Model], shape: tuple, *, unless_exists: bool, using: str) -> _Statement:
     quote = connections[using].ops.quote_name
     fields = _columns(model)
     columns = ", ".join(quote(field.column) for field in fields)
@@ -68,49 +113,60 @@ def _insert_statement(model: type[Model], then, *, unless_exists: bool, using: s
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}){conflict} RETURNING {returning}"
     )
-    return (*_with_then(sql, model, then, using=using), fields)
+    ctes, final, then_fields = _with_then(sql, model, shape, using=using)
+    return _Statement(ctes, final, (fields, *then_fields))
 
 
-def _insert(obj: Model, *, then: Then, unless_exists: bool, using: str) -> bool:
-    sql, then_fields, fields = _insert_statement(type(obj), _shape(then), unless_exists=unless_exists, using=using)
+def _then_params(then: Sequence[Then], columns, connection) -> list:
+    params = []
+    for (row, _, _), fields in zip(then, columns, strict=True):
+        params += _params(row, fields, connection, add=True)
+    return params
+
+
+def _written(obj: Model, then: Sequence[Then], pks: Sequence, *, using: str) -> None:
+    """Marks the rows saved with the pks read back, and points each link at its row."""
+    rows = [obj, *(t.row for t in then)]
+    for row, pk in zip(rows, pks, strict=True):
+        row.pk = pk
+        row._state.adding = False
+        row._state.db = using
+    for row, link, to in then:
+        if link:
+            setattr(row, link, obj if to is None else to)  # its id now, the object still cached
+
+
+def _insert(obj: Model, *, then: Sequence[Then], unless_exists: bool, using: str) -> bool:
+    statement = _insert_statement(type(obj), _shape(obj, then), unless_exists=unless_exists, using=using)
     connection = connections[using]
-    params = _params(obj, fields, connection, add=True)
-    if then is not None:
-        params += _params(then[0], then_fields, connection, add=True)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    params = _params(obj, statement.columns[0], connection, add=True)
+    params += _then_params(then, statement.columns[1:], connection)
+    row = _execute(statement, params, using=using)
     if row is None:
         return False
-    obj.pk = row[0]
-    obj._state.adding = False
-    obj._state.db = using
+    _written(obj, then, row, using=using)
     return True
 
 
-def _shape(then: Then) -> tuple[type[Model], str] | None:
-    return None if then is None else (type(then[0]), then[1])
-
-
-def insert(obj: Model, *, then: Then = None, using: str = "default") -> Model:
+def insert(obj: Model, *, then: Sequence[Then] = (), using: str = DEFAULT_DB_ALIAS) -> Model:
     """Inserts a new model instance (`INSERT … RETURNING <pk>`), setting its pk; returns it.
-    `then`: a dependent row inserted by the same statement (module docstring)."""
+    `then`: dependent rows inserted by the same statement (module docstring)."""
     _insert(obj, then=then, unless_exists=False, using=using)
     return obj
 
 
-def insert_unless_exists(obj: Model, *, using: str = "default") -> bool:
+def insert_unless_exists(obj: Model, *, then: Sequence[Then] = (), using: str = DEFAULT_DB_ALIAS) -> bool:
     """Inserts a new model instance with `INSERT … ON CONFLICT DO NOTHING RETURNING <pk>`.
 
-    True, with `obj.pk` set, when the row was inserted; False, with nothing written, when a row
-    with one of its unique keys exists (a concurrent insert of the same key is waited for first,
-    as PostgreSQL does for ON CONFLICT). Runs in the caller's transaction.
+    True, with `obj.pk` set, when the row was inserted; False, with nothing written (`then` rows
+    included), when a row with one of its unique keys exists (a concurrent insert of the same key
+    is waited for first, as PostgreSQL does for ON CONFLICT). Runs in the caller's transaction.
     """
-    return _insert(obj, then=None, unless_exists=True, using=using)
+    return _insert(obj, then=then, unless_exists=True, using=using)
 
 
 @functools.cache
-def _update_statement(model: type[Model], names: tuple[str, ...], expected: tuple[str, ...], then, *, using: str):
+def _update_sql(model: type[Model], names: tuple[str, ...], expected: tuple[str, ...], *, using: str):
     opts = model._meta
     fields = tuple(opts.get_field(name) for name in names)
     conditions = tuple(opts.get_field(name) for name in expected)
@@ -118,29 +174,147 @@ def _update_statement(model: type[Model], names: tuple[str, ...], expected: tupl
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
     where = " AND ".join(f"{quote(field.column)} = %s" for field in (opts.pk, *conditions))
     sql = f"UPDATE {quote(opts.db_table)} SET {assignments} WHERE {where} RETURNING {quote(opts.pk.column)}"
-    return (*_with_then(sql, model, then, using=using), fields, conditions)
+    return sql, fields, conditions
+
+
+@functools.cache
+def _update_statement(model: type[Model], names: tuple[str, ...], expected: tuple[str, ...], shape, *, using: str):
+    sql, fields, conditions = _update_sql(model, names, expected, using=using)
+    ctes, final, then_fields = _with_then(sql, model, shape, using=using)
+    return _Statement(ctes, final, (fields, *then_fields), conditions)
+
+
+def _update_params(obj: Model, fields, conditions, expect: dict, connection) -> list:
+    params = _params(obj, fields, connection, add=False)
+    params.append(obj.pk)
+    params += [field.get_db_prep_save(expect[field.name], connection) for field in conditions]
+    return params
 
 
 def update(
-    obj: Model, fields: tuple[str, ...], *, expect: dict | None = None, then: Then = None, using: str = "default"
+    obj: Model,
+    fields: tuple[str, ...],
+    *,
+    expect: dict | None = None,
+    then: Sequence[Then] = (),
+    using: str = DEFAULT_DB_ALIAS,
 ) -> bool:
     """Writes `fields` of a saved instance (`UPDATE … WHERE pk = …`); True when its row was updated.
 
     `expect` ({field name: value}) adds conditions: the row is updated only while it still holds
     those values, e.g. `{"status": source}` for a transition that must not overtake a concurrent
-    one. `then`: a dependent row inserted by the same statement, only if the row was updated
+    one. `then`: dependent rows inserted by the same statement, only if the row was updated
     (module docstring). Runs in the caller's transaction.
     """
     expect = expect or {}
-    sql, then_fields, targets, conditions = _update_statement(
-        type(obj), tuple(fields), tuple(expect), _shape(then), using=using
-    )
+    statement = _update_statement(type(obj), tuple(fields), tuple(expect), _shape(obj, then), using=using)
     connection = connections[using]
-    params = _params(obj, targets, connection, add=False)
-    params.append(obj.pk)
-    params += [field.get_db_prep_save(expect[field.name], connection) for field in conditions]
-    if then is not None:
-        params += _params(then[0], then_fields, connection, add=True)
-    with connection.cursor() as cursor:
+    params = _update_params(obj, statement.columns[0], statement.conditions, expect, connection)
+    params += _then_params(then, statement.columns[1:], connection)
+    row = _execute(statement, params, using=using)
+    if row is None:
+        return False
+    _written(obj, then, row, using=using)
+    return True
+
+
+# --- held writes ---------------------------------------------------------------------------------
+
+
+class _Held:
+    def __init__(self, using: str):
+        self.using = using
+        self.writes: dict[object, tuple[str, Sequence]] = {}  # key → (statement, params), in order
+        self._unkeyed = itertools.count()
+
+    def add(self, sql: str, params: Sequence, key) -> None:
+        self.writes.pop(key, None)
+        self.writes[(None, next(self._unkeyed)) if key is None else key] = (sql, params)
+
+    def take(self) -> dict:
+        writes, self.writes = self.writes, {}
+        return writes
+
+    def put_back(self, writes: dict) -> None:
+        self.writes = {**writes, **self.writes}
+
+
+_held: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("paysys_held_writes", default=None)
+
+
+def _riding(using: str) -> _Held | None:
+    held = _held.get()
+    if held is None or held.using != using or not held.writes or connections[using].in_atomic_block:
+        return None
+    return held
+
+
+def _execute(statement: _Statement, params: list, *, using: str):
+    """Runs a statement, carrying the held writes when it autocommits; its first row."""
+    held = _riding(using)
+    writes = held.take() if held is not None else {}
+    ctes = [f"r{n} AS ({sql})" for n, (sql, _) in enumerate(writes.values())] + list(statement.ctes)
+    sql = f"WITH {', '.join(ctes)} {statement.final}" if ctes else statement.final
+    riders = [p for _, write_params in writes.values() for p in write_params]
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, riders + params)
+            return cursor.fetchone()
+    except BaseException:
+        if held is not None:
+            held.put_back(writes)  # the statement wrote nothing: they are sent later
+        raise
+
+
+def later(sql: str, params: Sequence, *, key=None, using: str = DEFAULT_DB_ALIAS) -> None:
+    """A write whose answer nobody waits for (`sql`: one INSERT or UPDATE, no WITH).
+
+    Inside `held_writes` and outside a transaction it is held and sent with the next statement
+    (a held write with the same `key` is replaced: the row's latest state is what gets written).
+    Otherwise it runs now, in the caller's transaction if there is one.
+    """
+    held = _held.get()
+    if held is not None and held.using == using and not connections[using].in_atomic_block:
+        held.add(sql, params, key)
+        return
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone() is not None
+
+
+def update_later(obj: Model, fields: tuple[str, ...], *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """`update(obj, fields)` as a held write (`later`); a later one of the same row replaces it."""
+    sql, targets, _ = _update_sql(type(obj), tuple(fields), (), using=using)
+    params = _update_params(obj, targets, (), {}, connections[using])
+    later(sql, params, key=(obj._meta.db_table, obj.pk), using=using)
+
+
+@contextlib.contextmanager
+def held_writes(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """Holds the `later` writes made in the block for the block's next autocommitted `insert` or
+    `update`; what is still held at the end is sent then, as one statement.
+
+    Held writes are records that need no answer; a failure to send them when the block ends is
+    logged, not raised (the block's own outcome has happened and must reach its caller).
+    """
+    if _held.get() is not None:
+        yield  # the outer block sends them
+        return
+    held = _Held(using)
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        _send(held)
+
+
+def _send(held: _Held) -> None:
+    writes = held.take()
+    if not writes:
+        return
+    ctes = ", ".join(f"r{n} AS ({sql})" for n, (sql, _) in enumerate(writes.values()))
+    try:
+        with connections[held.using].cursor() as cursor:
+            cursor.execute(f"WITH {ctes} SELECT 1", [p for _, params in writes.values() for p in params])
+    except Exception:
+        logger.exception("held writes: could not send %d write(s)", len(writes))

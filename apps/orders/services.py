@@ -1,7 +1,6 @@
 from django.utils import timezone
 from moneyed import Money
 
-from apps.core.db import insert_unless_exists
 from apps.merchants.models import App
 from apps.orders.exceptions import OrderMismatch, OrderNotPayable
 from apps.orders.models import Order, OrderStatus, OrderTransition
@@ -15,25 +14,29 @@ def order_lock(*, order_id: int) -> Order:
     return Order.objects.select_for_update().get(pk=order_id)
 
 
-def order_get_or_create_for_charge(
+def order_new(
     *, app: App, livemode: bool, order_no: str, amount: Money, subject: str, body: str, request_id: str
 ) -> Order:
-    """The order a new charge pays. Runs in the caller's transaction.
-
-    A repeated `order_no` must carry the same amount and currency, and the order must still be open.
-    The insert races safely on the unique constraint (ON CONFLICT DO NOTHING); only an existing
-    order is then locked and read. A new one is this transaction's own until it commits.
-    """
-    order = Order(
+    """A new order for a charge, unsaved: the caller inserts it unless its `order_no` exists
+    (`insert_unless_exists`, with the charge in the same statement), and otherwise pays the
+    existing one (`order_existing_for_charge`)."""
+    return Order(
         app=app, livemode=livemode, order_no=order_no, amount=amount, subject=subject, body=body, request_id=request_id
     )
-    if insert_unless_exists(order):
-        return order
-    order = Order.objects.select_for_update().get(app=app, livemode=livemode, order_no=order_no)
-    if order.amount != amount:
-        raise OrderMismatch(f"order_no {order_no!r} is already used with another amount or currency.", param="order_no")
+
+
+def order_existing_for_charge(new: Order) -> Order:
+    """The existing order whose `order_no` the unsaved `new` repeats, locked; it must carry the
+    same amount and currency, and still be open. Runs in the caller's transaction."""
+    order = Order.objects.select_for_update().get(app=new.app, livemode=new.livemode, order_no=new.order_no)
+    if order.amount != new.amount:
+        raise OrderMismatch(
+            f"order_no {new.order_no!r} is already used with another amount or currency.", param="order_no"
+        )
     if order.status != OrderStatus.CREATED:
-        raise OrderNotPayable(f"Order {order_no!r} is {order.status} and cannot take a new charge.", param="order_no")
+        raise OrderNotPayable(
+            f"Order {new.order_no!r} is {order.status} and cannot take a new charge.", param="order_no"
+        )
     return order
 
 

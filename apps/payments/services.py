@@ -1,7 +1,8 @@
 """The pay core: charges in three phases, and provider results applied exactly once.
 
 Charge creation (DESIGN.md, the payment flow):
-1. `charge_open`: one transaction validates the order and commits the charge as `created`.
+1. `charge_open`: one statement commits a new order and the charge as `created` (a transaction
+   locks and checks an existing order instead).
 2. The provider call, outside any transaction (`_provider_create`).
 3. `charge_submit`: one statement stores the credential and moves the charge to `pending`.
 
@@ -10,11 +11,13 @@ query or notification settles it. Lock order: charge, then its order.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 from moneyed import Money
 
@@ -23,6 +26,7 @@ from apps.channels.adapters.base import (
     ChannelResponseInvalid,
     ChannelTimeout,
     ChannelUnavailable,
+    PaymentCreated,
     PaymentRequest,
     PaymentResult,
     PaymentStatus,
@@ -30,16 +34,17 @@ from apps.channels.adapters.base import (
 from apps.channels.catalog import is_known_method
 from apps.channels.models import ChannelAccount
 from apps.channels.services import adapter_for, notify_url_for
-from apps.core.db import insert, update
+from apps.core.db import Then, held_writes, insert, insert_unless_exists, update
 from apps.core.money import to_minor
 from apps.events.services import event_create
 from apps.ledger import services as ledger
 from apps.merchants.models import App
 from apps.orders.services import (
     order_close_if_unpayable,
-    order_get_or_create_for_charge,
+    order_existing_for_charge,
     order_lock,
     order_mark_paid,
+    order_new,
 )
 from apps.payments import exceptions as errors
 from apps.payments.due import query_delay
@@ -110,13 +115,34 @@ def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id:
     account = route.next_account()
     if account is None:
         raise _no_account(params, livemode, route)
-    try:
-        with transaction.atomic():  # one commit for the charge and its decision record
-            charge = charge_open(app=app, livemode=livemode, params=params, account=account, request_id=request_id)
-            route.bind(charge_id=charge.public_id)
+    try:  # the charge and its decision record: one commit
+        charge = charge_open(
+            app=app, livemode=livemode, params=params, account=account, request_id=request_id, along=route.record
+        )
     except BaseException:
         route.abandon()
         raise
+    # The call-log row and the attempt's outcome on the decision record need no answer: they are
+    # held and written by phase 3's statement (one round trip, one commit after the provider call).
+    with held_writes():
+        created, account = _provider_create(charge, route, account, request_id=request_id)
+        route.attempt_succeeded()  # a fact about the provider call, whatever phase 3 finds
+        submitted = charge_submit(
+            charge=charge,
+            credential={charge.channel: created.credential},
+            transaction_no=created.transaction_no or "",
+            request_id=request_id,
+        )
+    submitted.app, submitted.order = charge.app, charge.order  # already loaded in phase 1
+    submitted.channel_account = account
+    return submitted
+
+
+def _provider_create(
+    charge: Charge, route: Route, account: ChannelAccount, *, request_id: str
+) -> tuple[PaymentCreated, ChannelAccount]:
+    """Phase 2: asks the provider to create the payment, failing over to the next account while
+    the failure allows it; the provider's answer and the account that gave it."""
     while True:
         try:
             created = adapter_for(account).create_payment(
@@ -156,19 +182,7 @@ def charge_create(*, app: App, livemode: bool, params: ChargeParams, request_id:
             )
             error = errors.ChannelUnavailable if isinstance(exc, ChannelUnavailable) else errors.ChannelRefused
             raise error(f"The channel refused the payment: {exc.message}") from exc
-        break
-    # The attempt's outcome is a fact about the provider call, true whatever phase 3 finds: it is
-    # recorded first, on its own, and phase 3 is then one statement (no BEGIN/COMMIT round trips).
-    route.attempt_succeeded()
-    submitted = charge_submit(
-        charge=charge,
-        credential={charge.channel: created.credential},
-        transaction_no=created.transaction_no or "",
-        request_id=request_id,
-    )
-    submitted.app, submitted.order = charge.app, charge.order  # already loaded in phase 1
-    submitted.channel_account = account
-    return submitted
+        return created, account
 
 
 @transaction.atomic
@@ -188,10 +202,20 @@ def _time_expire(params: ChargeParams, now: datetime) -> datetime:
     return params.time_expire or now + timedelta(seconds=settings.PAYSYS_CHARGE_DEFAULT_EXPIRY_SECONDS)
 
 
-@transaction.atomic(savepoint=False)  # the caller's transaction, if any: one commit with its decision record
-def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: ChannelAccount, request_id: str) -> Charge:
-    """Phase 1: the order (found or created) and the charge, committed as `created`."""
-    order = order_get_or_create_for_charge(
+def charge_open(
+    *,
+    app: App,
+    livemode: bool,
+    params: ChargeParams,
+    account: ChannelAccount,
+    request_id: str,
+    along: Callable[[str], Model] | None = None,
+) -> Charge:
+    """Phase 1: the order (created, or found open with the same amount) and the charge, committed
+    as `created` with its audit row and the row `along` builds for the charge's id (routing's
+    decision record). For a new order that is one statement, atomic on its own; an existing order
+    is locked and checked first, in a transaction."""
+    order = order_new(
         app=app,
         livemode=livemode,
         order_no=params.order_no,
@@ -217,7 +241,14 @@ def charge_open(*, app: App, livemode: bool, params: ChargeParams, account: Chan
         request_id=request_id,
         next_query_at=timezone.now() + query_delay(0),
     )
-    insert(charge, then=(_transition(charge, "", by="api", request_id=request_id), "charge"))  # one round trip
+    rows = [Then(_transition(charge, "", by="api", request_id=request_id), "charge", to=charge)]
+    if along is not None:
+        rows.append(Then(along(charge.public_id), to=charge))
+    if insert_unless_exists(order, then=[Then(charge, "order"), *rows]):
+        return charge
+    with transaction.atomic():
+        charge.order = order_existing_for_charge(order)
+        insert(charge, then=rows)
     return charge
 
 
@@ -235,7 +266,7 @@ def charge_submit(*, charge: Charge, credential: dict, transaction_no: str, requ
     charge.submit(credential=credential, transaction_no=transaction_no)
     audit = _transition(charge, source, by="provider", request_id=request_id)
     if not update(
-        charge, ("status", "credential", "transaction_no"), expect={"status": source}, then=(audit, "charge")
+        charge, ("status", "credential", "transaction_no"), expect={"status": source}, then=[Then(audit, "charge")]
     ):
         return Charge.objects.get(pk=charge.pk)
     charge._update_initial_state()  # as ConcurrentTransitionMixin.save: later saves start from here

@@ -5,11 +5,11 @@ How payments uses it (`apps.payments.services.charge_create`):
 
     route = route_open(app=…, livemode=…, method=…, amount=…, card=…, request_id=…)
     account = route.next_account()          # reserves today's usage on it; None: nothing eligible
-    charge = charge_open(…, account=account)
-    route.bind(charge_id=charge.public_id)  # the decision record
-    … provider call …
-    route.attempt_failed(exc) → route.next_account()   # failover before the payer is involved
-    route.attempt_succeeded() | route.attempt_unknown(exc)
+    charge = charge_open(…, account=account, along=route.record)  # written with the decision record
+    with held_writes():                     # each attempt's record is held for phase 3's statement
+        … provider call …
+        route.attempt_failed(exc) → route.next_account()   # failover before the payer is involved
+        route.attempt_succeeded() | route.attempt_unknown(exc)
 
 and, in the transaction that closes or fails a charge unpaid: `route_release(charge_id=…)`.
 
@@ -43,7 +43,7 @@ from moneyed import Money
 
 from apps.channels.adapters.base import ChannelFailure, ChannelRejected, ChannelUnavailable
 from apps.channels.models import ChannelAccount
-from apps.core.db import insert, update
+from apps.core.db import update_later
 from apps.core.money import to_minor
 from apps.merchants.models import App
 from apps.routing import selectors
@@ -417,8 +417,9 @@ class Route:
         self._probe_over(ProbeOutcome.NONE)
         self.current = None
 
-    def bind(self, *, charge_id: str) -> RoutingDecision:
-        """Stores the decision record for the charge now that it exists, with its reservation."""
+    def record(self, charge_id: str) -> RoutingDecision:
+        """The decision record of the charge being opened, with its reservation, unsaved: the
+        caller writes it with the charge (one commit); `abandon` forgets it if that fails."""
         self.charge_id = charge_id
         self._attempt(self.current, "chosen")
         plan, card = self.plan, self.plan.card
@@ -441,14 +442,13 @@ class Route:
             reserved_day=selectors.local_day(plan.now),
             request_id=self.request_id,
         )
-        insert(record)
         self._record = record
         return record
 
     def _save(self, winner_id: int | None) -> None:
         if self._record is not None:
             self._record.attempts, self._record.winner_id = self.attempts, winner_id
-            update(self._record, ("attempts", "winner_id"))
+            update_later(self._record, ("attempts", "winner_id"))  # held by the caller's `held_writes`
 
     def attempt_failed(self, exc: BaseException) -> None:
         """The current account failed the create: release its reservation and record why."""

@@ -1,7 +1,8 @@
 import pytest
+from django.db import IntegrityError, transaction
 from django.forms.models import model_to_dict
 
-from apps.core.db import insert, insert_unless_exists, update
+from apps.core.db import held_writes, insert, insert_unless_exists, later, update, update_later
 from apps.core.models import IdempotencyKey
 
 
@@ -54,3 +55,73 @@ def test_update_with_an_expectation_the_row_no_longer_meets_writes_nothing():
     assert IdempotencyKey.objects.get(pk=key.pk).response_body == {"a": [1, "é"]}
     assert update(key, ("response_body",), expect={"request_hash": "moved"}) is True
     assert IdempotencyKey.objects.get(pk=key.pk).response_body == {"late": True}
+
+
+# Held writes ride only with autocommitted statements: these tests run outside a test transaction.
+held = pytest.mark.django_db(transaction=True)
+
+
+def _hash_of(key: IdempotencyKey) -> str:
+    return IdempotencyKey.objects.get(pk=key.pk).request_hash
+
+
+def _later_hash(key: IdempotencyKey, value: str) -> None:
+    later("UPDATE core_idempotencykey SET request_hash = %s WHERE id = %s", [value, key.pk])
+
+
+@held
+def test_held_writes_ride_with_the_next_autocommitted_statement(django_assert_num_queries):
+    first, second = insert(_key()), insert(_key(key="k2"))
+    with held_writes():
+        first.response_body = {"v": 1}
+        update_later(first, ("response_body",))
+        first.response_body = {"v": 2}
+        update_later(first, ("response_body",))  # replaces the held update of the same row
+        _later_hash(second, "held")
+        assert IdempotencyKey.objects.get(pk=first.pk).response_body == {"a": [1, "é"]}
+        assert _hash_of(second) == "h"  # nothing sent yet
+
+        with django_assert_num_queries(1):
+            insert(_key(key="k3"))
+
+        assert IdempotencyKey.objects.get(pk=first.pk).response_body == {"v": 2}
+        assert _hash_of(second) == "held"
+    assert IdempotencyKey.objects.count() == 3
+
+
+@held
+def test_what_is_still_held_is_sent_when_the_block_ends_even_by_an_exception():
+    key = insert(_key())
+    with pytest.raises(RuntimeError), held_writes():
+        _later_hash(key, "sent at the end")
+        raise RuntimeError("the block failed")
+    assert _hash_of(key) == "sent at the end"
+
+
+@held
+def test_inside_a_transaction_a_later_write_is_part_of_it():
+    key = insert(_key())
+    with held_writes(), pytest.raises(RuntimeError), transaction.atomic():
+        _later_hash(key, "in the transaction")
+        assert _hash_of(key) == "in the transaction"
+        raise RuntimeError("roll back")
+    assert _hash_of(key) == "h"
+
+
+@held
+def test_a_statement_that_fails_writes_nothing_and_the_held_writes_are_sent_later():
+    key = insert(_key())
+    with held_writes():
+        _later_hash(key, "held")
+        with pytest.raises(IntegrityError):
+            insert(_key())  # the same key: the statement fails as a whole
+        assert _hash_of(key) == "h"
+    assert _hash_of(key) == "held"
+    assert IdempotencyKey.objects.count() == 1
+
+
+@held
+def test_without_a_held_block_a_later_write_runs_at_once():
+    key = insert(_key())
+    _later_hash(key, "now")
+    assert _hash_of(key) == "now"

@@ -3,8 +3,9 @@
 import pytest
 from moneyed import Money
 
+from apps.core.db import insert
 from apps.orders.models import Order
-from apps.orders.services import order_get_or_create_for_charge
+from apps.orders.services import order_new
 from apps.payments.models import Charge
 from tests.support import assert_error, charge_payload
 
@@ -92,10 +93,10 @@ def test_another_apps_id_in_the_body_is_refused(api, merchant):
 
 
 def test_an_order_no_reused_with_another_amount_is_refused(api, merchant, unreachable_alipay_account):
-    order_get_or_create_for_charge(
+    insert(order_new(
         app=merchant.app, livemode=False, order_no="reuse0001", amount=Money("1.00", "CNY"), subject="s", body="b",
         request_id="",
-    )  # fmt: skip
+    ))  # fmt: skip
     response = api.post("/v1/charges", charge_payload(merchant, order_no="reuse0001", amount=200))
     assert_error(response, 400, code="order_no_used", param="order_no")
     assert counts() == (1, 0)
@@ -103,10 +104,10 @@ def test_an_order_no_reused_with_another_amount_is_refused(api, merchant, unreac
 
 
 def test_an_order_no_reused_with_another_currency_is_refused(api, merchant):
-    order_get_or_create_for_charge(
+    insert(order_new(
         app=merchant.app, livemode=False, order_no="reuse0002", amount=Money("1.00", "CNY"), subject="s", body="b",
         request_id="",
-    )  # fmt: skip
+    ))  # fmt: skip
     response = api.post("/v1/charges", charge_payload(merchant, order_no="reuse0002", currency="usd"))
     assert response.status_code in (400, 402)
     assert counts() == (1, 0)

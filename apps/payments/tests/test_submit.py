@@ -48,7 +48,7 @@ def test_submit_after_the_charge_moved_writes_nothing_and_returns_it_as_it_is(me
 def test_the_charge_and_its_audit_row_are_written_in_one_round_trip_each_phase(
     merchant, unreachable_alipay_account, django_assert_num_queries
 ):
-    with django_assert_num_queries(2):  # the order, then the charge with its audit row
+    with django_assert_num_queries(1):  # the new order, the charge and its audit row
         charge = _opened(merchant, unreachable_alipay_account)
     with django_assert_num_queries(1):  # the conditional update with its audit row
         services.charge_submit(charge=charge, credential={"alipay_qr": "u"}, transaction_no="t1", request_id="r2")
