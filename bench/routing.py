@@ -24,7 +24,7 @@ scripts/services.py provides DATABASE_URL (embedded or real). This script then:
        create call; the caches are warm and refresh on their own schedule during the run;
    (b') the same with a quiet call log;
    (e) what a charge pays: the decision and the decision record's candidate list
-       (`Decision.assessments` as dicts, built on first use, what `Route.bind` stores), with a
+       (`Decision.assessments` as dicts, built on first use, what `Route.record` stores), with a
        call logged between decisions as in (b);
    (c) the engine alone: `engine.decide` on the same 50 candidates and statistics (no database);
    (d) routing decision, cold: caches off (`PAYSYS_ROUTING_CACHE_SECONDS=0`): every decision

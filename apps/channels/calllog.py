@@ -7,11 +7,13 @@ expects, the capabilities) is handed to the adapter untouched. The adapter's res
 and its exceptions re-raised unchanged: callers cannot tell the proxy is there.
 
 The row is one plain INSERT. Outside a transaction (the normal case: DESIGN.md forbids holding one
-across a network call) it autocommits on the request's own connection: one round trip, or none
-inside `apps.core.db.held_writes`, where it rides with the caller's next statement. Inside a
-caller's atomic block it goes through a short-lived connection of its own, so a caller that rolls
-back does not erase the record of a call that really happened. Logging never breaks the call: a failed insert is
-logged and swallowed. No body, credential or message is recorded: only codes, status and timing.
+across a network call) it autocommits on the request's own connection: one round trip. A
+successful call's row inside `apps.core.db.held_writes` costs none: it rides with the caller's
+next statement. A failed call's row is written at once, since routing's next decision (a failover
+among them) must count the fault. Inside a caller's atomic block it goes through a short-lived
+connection of its own, so a caller that rolls back does not erase the record of a call that
+really happened. Logging never breaks the call: a failed insert is logged and swallowed. No
+body, credential or message is recorded: only codes, status and timing.
 """
 
 import functools
@@ -73,7 +75,8 @@ def channel_call_record(
 ) -> None:
     """Writes one call-log row, surviving any rollback of the caller's transaction.
 
-    Never raises: the call being logged has already happened and its result must reach the caller.
+    Never raises: the call being logged has already happened and its result must reach the caller
+    (a held row that cannot be written is left out of the statement it rides on; apps.core.db).
     """
     params = (
         provider,
@@ -88,8 +91,12 @@ def channel_call_record(
     )
     try:
         connection = connections[DEFAULT_DB_ALIAS]
-        if not connection.in_atomic_block:
+        if not connection.in_atomic_block and outcome == CallOutcome.OK:
             later(_insert_sql(), params)  # autocommitted now, or held for the caller's next statement
+            return
+        if not connection.in_atomic_block:  # a fault counts in routing's very next decision: now
+            with connection.cursor() as cursor:
+                cursor.execute(_insert_sql(), params)
             return
         # Inside a caller's transaction: an autocommitting connection of our own (rare path).
         side = connections.create_connection(DEFAULT_DB_ALIAS)

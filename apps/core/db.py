@@ -17,6 +17,11 @@ Both take `then`: new rows written by the same statement, each only if the row i
 was written (`Then`), instead of costing a round trip each: an audit row, or a charge and its
 audit row after its order. Their pks are read back.
 
+The statements run on a psycopg `RawCursor` of the request's connection, their `%s` turned into
+`$n` once per statement text: psycopg converts (and caches) a statement's placeholders itself,
+but not for one of more than 50 parameters, such as phase 1's (73), which it would otherwise
+re-parse on every run. Django's error wrapping and query log are kept.
+
 Writes that need no answer (a call-log row, the outcome on a decision record) can be held
 (`held_writes`, `later`): they are sent with the next `insert` or `update` made outside a
 transaction, as part of its statement, so that one round trip and one commit carry them all.
@@ -27,10 +32,12 @@ import contextvars
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-from django.db import DEFAULT_DB_ALIAS, connections
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, Error, connections
 from django.db.models import Field, Model
 
 logger = logging.getLogger(__name__)
@@ -211,7 +218,7 @@ def update(
     connection = connections[using]
     params = _update_params(obj, statement.columns[0], statement.conditions, expect, connection)
     params += _then_params(then, statement.columns[1:], connection)
-    row = _execute(statement, params, using=using)
+    row = _execute(statement, params, using=using, own=_row_key(obj))
     if row is None:
         return False
     _written(obj, then, row, using=using)
@@ -222,48 +229,80 @@ def update(
 
 
 class _Held:
+    """The writes held by one `held_writes` block: key → (statement, params), in order."""
+
     def __init__(self, using: str):
         self.using = using
-        self.writes: dict[object, tuple[str, Sequence]] = {}  # key → (statement, params), in order
+        self.writes: dict[object, tuple[str, Sequence]] = {}
         self._unkeyed = itertools.count()
 
     def add(self, sql: str, params: Sequence, key) -> None:
         self.writes.pop(key, None)
         self.writes[(None, next(self._unkeyed)) if key is None else key] = (sql, params)
 
-    def take(self) -> dict:
-        writes, self.writes = self.writes, {}
-        return writes
-
-    def put_back(self, writes: dict) -> None:
-        self.writes = {**writes, **self.writes}
+    def take(self, *, leaving=None) -> dict:
+        """All held writes but the one keyed `leaving`, which stays held."""
+        taken = {key: write for key, write in self.writes.items() if key != leaving}
+        self.writes = {key: write for key, write in self.writes.items() if key == leaving}
+        return taken
 
 
 _held: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("paysys_held_writes", default=None)
 
 
-def _riding(using: str) -> _Held | None:
+def _holding(using: str) -> _Held | None:
+    """The block holding writes for `using`, unless a transaction is open (its writes are its own)."""
     held = _held.get()
-    if held is None or held.using != using or not held.writes or connections[using].in_atomic_block:
+    if held is None or held.using != using or connections[using].in_atomic_block:
         return None
     return held
 
 
-def _execute(statement: _Statement, params: list, *, using: str):
-    """Runs a statement, carrying the held writes when it autocommits; its first row."""
-    held = _riding(using)
-    writes = held.take() if held is not None else {}
+@functools.lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    """`sql` with its `%s` placeholders as `$1…$n` (these statements hold no other `%`)."""
+    parts = sql.split("%s")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
+def _run(sql: str, params: Sequence, *, using: str):
+    """Runs one statement on the connection `using`, in its transaction if one is open; its first
+    row, or None."""
+    connection = connections[using]
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
+        cursor.execute(_numbered(sql), params)
+        row = cursor.fetchone() if cursor.description else None
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return row
+
+
+def _with_riders(statement: _Statement, writes: dict, params: list) -> tuple[str, list]:
     ctes = [f"r{n} AS ({sql})" for n, (sql, _) in enumerate(writes.values())] + list(statement.ctes)
     sql = f"WITH {', '.join(ctes)} {statement.final}" if ctes else statement.final
-    riders = [p for _, write_params in writes.values() for p in write_params]
+    return sql, [p for _, write_params in writes.values() for p in write_params] + params
+
+
+def _execute(statement: _Statement, params: list, *, using: str, own=None):
+    """Runs a statement; when it autocommits, the held writes ride with it (but one of its own
+    row `own`, which stays held: one statement must not write a row twice). Its first row.
+
+    A statement that fails with its riders is run again without them (they are sent one by one
+    when the block ends): a record that cannot be written never costs the write it rides on.
+    """
+    held = _holding(using)
+    writes = held.take(leaving=own) if held is not None else {}
     try:
-        with connections[using].cursor() as cursor:
-            cursor.execute(sql, riders + params)
-            return cursor.fetchone()
-    except BaseException:
-        if held is not None:
-            held.put_back(writes)  # the statement wrote nothing: they are sent later
-        raise
+        return _run(*_with_riders(statement, writes, params), using=using)
+    except Error:
+        if not writes:
+            raise
+        logger.warning("held writes: a statement failed with %d riding; running it again without them", len(writes))
+        held.writes = {**writes, **held.writes}
+        return _run(*_with_riders(statement, {}, params), using=using)
 
 
 def later(sql: str, params: Sequence, *, key=None, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -271,21 +310,28 @@ def later(sql: str, params: Sequence, *, key=None, using: str = DEFAULT_DB_ALIAS
 
     Inside `held_writes` and outside a transaction it is held and sent with the next statement
     (a held write with the same `key` is replaced: the row's latest state is what gets written).
-    Otherwise it runs now, in the caller's transaction if there is one.
+    Otherwise it runs now, in the caller's transaction if there is one, and replaces a held write
+    with the same `key`.
     """
-    held = _held.get()
-    if held is not None and held.using == using and not connections[using].in_atomic_block:
+    held = _holding(using)
+    if held is not None:
         held.add(sql, params, key)
         return
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
+    outer = _held.get()
+    if key is not None and outer is not None:
+        outer.writes.pop(key, None)
+    _run(sql, params, using=using)
 
 
 def update_later(obj: Model, fields: tuple[str, ...], *, using: str = DEFAULT_DB_ALIAS) -> None:
     """`update(obj, fields)` as a held write (`later`); a later one of the same row replaces it."""
     sql, targets, _ = _update_sql(type(obj), tuple(fields), (), using=using)
     params = _update_params(obj, targets, (), {}, connections[using])
-    later(sql, params, key=(obj._meta.db_table, obj.pk), using=using)
+    later(sql, params, key=_row_key(obj), using=using)
+
+
+def _row_key(obj: Model) -> tuple[str, object]:
+    return (obj._meta.db_table, obj.pk)
 
 
 @contextlib.contextmanager
@@ -309,12 +355,17 @@ def held_writes(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
 
 
 def _send(held: _Held) -> None:
+    """Sends what is still held: together, or one by one if that fails (each failure logged)."""
     writes = held.take()
     if not writes:
         return
-    ctes = ", ".join(f"r{n} AS ({sql})" for n, (sql, _) in enumerate(writes.values()))
     try:
-        with connections[held.using].cursor() as cursor:
-            cursor.execute(f"WITH {ctes} SELECT 1", [p for _, params in writes.values() for p in params])
-    except Exception:
-        logger.exception("held writes: could not send %d write(s)", len(writes))
+        _run(*_with_riders(_Statement((), "SELECT 1", ()), writes, []), using=held.using)
+        return
+    except Error:
+        logger.warning("held writes: %d could not be sent together; sending them one by one", len(writes))
+    for sql, params in writes.values():
+        try:
+            _run(sql, params, using=held.using)
+        except Error:
+            logger.exception("held writes: could not send %s", sql[:80])

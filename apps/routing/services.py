@@ -410,8 +410,8 @@ class Route:
         self._probing = None
 
     def abandon(self) -> None:
-        """The charge could not be opened (its transaction rolled back, the record with it): give
-        the reservation and any probe token back."""
+        """The charge could not be opened (its statement or transaction wrote nothing, the record
+        included): give the reservation and any probe token back."""
         self._record = None
         self._release()
         self._probe_over(ProbeOutcome.NONE)

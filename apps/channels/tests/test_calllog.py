@@ -15,11 +15,12 @@ from apps.channels.adapters.base import (
     ChannelUnavailable,
     NotificationInvalid,
 )
-from apps.channels.calllog import LoggedAdapter
+from apps.channels.calllog import LoggedAdapter, channel_call_record
 from apps.channels.models import CallOperation, CallOutcome, ChannelCall
 from apps.channels.services import adapter_for, channel_account_upsert
 from apps.core import crypto
 from apps.core.context import reset_request_id, set_request_id
+from apps.core.db import held_writes
 from tests.support import assert_error, charge_payload
 
 pytestmark = pytest.mark.usefixtures("celery_eager")
@@ -243,3 +244,21 @@ def test_the_proxy_reads_as_the_adapter_it_wraps(transactional_db, unreachable_a
     )
     assert adapter.account is inner.account
     assert adapter.app_id == inner.app_id == "2021000000000009"  # adapter-specific attributes pass through
+
+
+def _record(account_id: int, outcome: str, request_id: str) -> None:
+    channel_call_record(
+        provider="alipay", account_id=account_id, operation=CallOperation.CREATE_PAYMENT, outcome=outcome,
+        http_status=None, result_code="", latency_ms=3, request_id=request_id,
+    )  # fmt: skip
+
+
+def test_in_a_held_block_a_fault_is_logged_at_once_and_a_success_with_the_next_statement(
+    unreachable_alipay_account, transactional_db
+):
+    account_id = unreachable_alipay_account.pk
+    with held_writes():
+        _record(account_id, CallOutcome.UNAVAILABLE, "fault")
+        _record(account_id, CallOutcome.OK, "ok")
+        assert list(ChannelCall.objects.values_list("request_id", flat=True)) == ["fault"]  # routing sees it now
+    assert sorted(ChannelCall.objects.values_list("request_id", flat=True)) == ["fault", "ok"]

@@ -125,3 +125,58 @@ def test_without_a_held_block_a_later_write_runs_at_once():
     key = insert(_key())
     _later_hash(key, "now")
     assert _hash_of(key) == "now"
+
+
+@held
+def test_a_statement_inside_a_transaction_carries_no_held_write():
+    key = insert(_key())
+    with held_writes():
+        _later_hash(key, "held")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            insert(_key(key="k2"))
+            raise RuntimeError("roll back")
+        assert _hash_of(key) == "h"  # not sent with the rolled-back insert, still held
+    assert _hash_of(key) == "held"
+    assert IdempotencyKey.objects.count() == 1
+
+
+@held
+def test_a_held_write_that_fails_costs_neither_the_statement_it_rides_on_nor_the_others(caplog):
+    key = insert(_key())
+    with held_writes():
+        later("UPDATE core_idempotencykey SET request_hash = %s WHERE id = %s", [None, key.pk])  # NOT NULL
+        update_later(_with(key, response_body={"good": True}), ("response_body",))
+        inserted = insert(_key(key="k2"))
+        assert inserted.pk is not None
+    stored = IdempotencyKey.objects.get(pk=key.pk)
+    assert stored.request_hash == "h" and stored.response_body == {"good": True}
+    assert "could not send" in caplog.text
+
+
+def _with(key: IdempotencyKey, **values) -> IdempotencyKey:
+    for name, value in values.items():
+        setattr(key, name, value)
+    return key
+
+
+@held
+def test_an_update_of_a_row_with_a_held_update_leaves_that_one_held(django_assert_num_queries):
+    key = insert(_key())
+    with held_writes():
+        update_later(_with(key, response_body={"held": True}), ("response_body",))
+        with django_assert_num_queries(1):
+            assert update(_with(key, request_hash="now"), ("request_hash",)) is True
+        assert _hash_of(key) == "now"
+        assert IdempotencyKey.objects.get(pk=key.pk).response_body == {"a": [1, "é"]}  # not in that statement
+    stored = IdempotencyKey.objects.get(pk=key.pk)
+    assert stored.response_body == {"held": True} and stored.request_hash == "now"
+
+
+@held
+def test_a_later_write_made_at_once_in_a_transaction_replaces_the_held_one_of_its_row():
+    key = insert(_key())
+    with held_writes():
+        update_later(_with(key, response_body={"v": "held"}), ("response_body",))
+        with transaction.atomic():
+            update_later(_with(key, response_body={"v": "in the transaction"}), ("response_body",))
+    assert IdempotencyKey.objects.get(pk=key.pk).response_body == {"v": "in the transaction"}

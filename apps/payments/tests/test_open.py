@@ -21,10 +21,12 @@ def _params(order_no: str, amount: int = 100) -> services.ChargeParams:
     )  # fmt: skip
 
 
-def _along(merchant):
+def _along(app_id: int | None):
+    """Builds the decision record written with the charge (`app_id` None: one that cannot be)."""
+
     def record(charge_id: str) -> RoutingDecision:
         return RoutingDecision(
-            charge_id=charge_id, app=merchant.app, livemode=False, method="alipay_qr", currency="CNY", amount=100
+            charge_id=charge_id, app_id=app_id, livemode=False, method="alipay_qr", currency="CNY", amount=100
         )
 
     return record
@@ -41,7 +43,7 @@ def test_a_new_order_its_charge_the_audit_row_and_the_record_along_are_one_state
     merchant, unreachable_alipay_account, django_assert_num_queries
 ):
     with django_assert_num_queries(1):
-        charge = _open(merchant, unreachable_alipay_account, "open0001", along=_along(merchant))
+        charge = _open(merchant, unreachable_alipay_account, "open0001", along=_along(merchant.app.pk))
 
     stored = Charge.objects.select_related("order").get(pk=charge.pk)
     assert stored.status == ChargeStatus.CREATED and stored.order.order_no == "open0001"
@@ -60,7 +62,7 @@ def test_an_existing_open_order_with_the_same_amount_takes_the_charge(merchant, 
         )
     )  # fmt: skip
 
-    charge = _open(merchant, unreachable_alipay_account, "open0002", along=_along(merchant))
+    charge = _open(merchant, unreachable_alipay_account, "open0002", along=_along(merchant.app.pk))
 
     assert Order.objects.count() == 1 and Charge.objects.get().order_id == order.pk == charge.order_id
     assert ChargeTransition.objects.filter(charge=charge).count() == 1
@@ -69,13 +71,8 @@ def test_an_existing_open_order_with_the_same_amount_takes_the_charge(merchant, 
 
 @pytest.mark.django_db(transaction=True)  # the statement autocommits, as in a request
 def test_when_one_row_cannot_be_written_none_is(merchant, unreachable_alipay_account):
-    def broken(charge_id: str) -> RoutingDecision:
-        return RoutingDecision(
-            charge_id=charge_id, app_id=None, livemode=False, method="alipay_qr", currency="CNY", amount=100
-        )
-
     with pytest.raises(IntegrityError):
-        _open(merchant, unreachable_alipay_account, "open0003", along=broken)
+        _open(merchant, unreachable_alipay_account, "open0003", along=_along(None))
 
     assert (Order.objects.count(), Charge.objects.count(), ChargeTransition.objects.count()) == (0, 0, 0)
 

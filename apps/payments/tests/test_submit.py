@@ -3,6 +3,9 @@
 import pytest
 from moneyed import Money
 
+from apps.channels.calllog import channel_call_record
+from apps.channels.models import CallOperation, CallOutcome, ChannelCall
+from apps.core.db import held_writes
 from apps.payments import services
 from apps.payments.models import Charge, ChargeStatus, ChargeTransition
 
@@ -53,3 +56,18 @@ def test_the_charge_and_its_audit_row_are_written_in_one_round_trip_each_phase(
     with django_assert_num_queries(1):  # the conditional update with its audit row
         services.charge_submit(charge=charge, credential={"alipay_qr": "u"}, transaction_no="t1", request_id="r2")
     assert ChargeTransition.objects.filter(charge=charge).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)  # held writes ride only on autocommitted statements
+def test_the_held_call_log_row_is_written_by_phase_3_even_when_the_charge_moved(merchant, unreachable_alipay_account):
+    charge = _opened(merchant, unreachable_alipay_account)
+    Charge.objects.filter(pk=charge.pk).update(status=ChargeStatus.SUCCEEDED)
+    with held_writes():
+        channel_call_record(
+            provider="alipay", account_id=unreachable_alipay_account.pk, operation=CallOperation.CREATE_PAYMENT,
+            outcome=CallOutcome.OK, http_status=200, result_code="", latency_ms=5, request_id="r2",
+        )  # fmt: skip
+        assert not ChannelCall.objects.exists()  # held
+        services.charge_submit(charge=charge, credential={"alipay_qr": "u"}, transaction_no="t1", request_id="r2")
+        assert ChannelCall.objects.filter(request_id="r2").count() == 1  # written by phase 3's statement
+    assert Charge.objects.get(pk=charge.pk).status == ChargeStatus.SUCCEEDED
