@@ -16,7 +16,8 @@ class OrderStatus(models.TextChoices):
 class Order(ConcurrentTransitionMixin, models.Model):
     """What the merchant sells: one per (app, order_no). Charges pay it."""
 
-    app = models.ForeignKey(App, on_delete=models.PROTECT, related_name="orders")
+    # No index of its own: the unique (app, livemode, order_no) leads with it.
+    app = models.ForeignKey(App, on_delete=models.PROTECT, related_name="orders", db_index=False)
     order_no = models.CharField(max_length=64)
     livemode = models.BooleanField()
     amount = MoneyField(max_digits=18, decimal_places=3, default_currency=None)

@@ -30,7 +30,8 @@ class ChargeException(models.TextChoices):
 
 class Charge(ConcurrentTransitionMixin, models.Model):
     public_id = models.CharField(max_length=32, unique=True, default=PublicIdFactory("ch"), editable=False)
-    app = models.ForeignKey(App, on_delete=models.PROTECT, related_name="charges")
+    # No index of its own: charge_list_idx (app, livemode, -id) leads with it.
+    app = models.ForeignKey(App, on_delete=models.PROTECT, related_name="charges", db_index=False)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="charges")
     livemode = models.BooleanField()
     channel = models.CharField(max_length=32, help_text="Ping++ channel code")
