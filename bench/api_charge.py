@@ -113,6 +113,17 @@ def create_ping_table(bench_url: str) -> None:
         conn.execute(BENCH_PING_DDL)
 
 
+def vacuum(bench_url: str) -> None:
+    """Each run starts from a vacuumed database: the dead rows earlier runs left (every charge is
+    updated once, by phase 3) are cleaned and the statistics fresh, as autovacuum keeps them in
+    service. Without it a reused bench database bloats from run to run, the more so on a server
+    whose autovacuum is off (this machine's)."""
+    import psycopg
+
+    with psycopg.connect(bench_url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+
+
 def server_version(bench_url: str) -> str:
     import psycopg
 
@@ -526,6 +537,7 @@ def main(argv: list[str]) -> int:
 
             for i in range(args.repeat):
                 for phase in phases:
+                    vacuum(bench_url)
                     result = run_phase(api, demo, phase, args.processes, args.concurrency, groups)
                     runs[phase.name].append(result)
                     print(f"[{config}] run {i + 1}/{args.repeat} {fmt_run(result)}", flush=True)
