@@ -260,20 +260,24 @@ def _holding(using: str) -> _Held | None:
 
 @functools.lru_cache(maxsize=256)
 def _numbered(sql: str) -> str:
-    """`sql` with its `%s` placeholders as `$1…$n` (these statements hold no other `%`)."""
+    """`sql` with its `%s` placeholders as `$1…$n`; any other `%` is refused (these statements,
+    built here or passed to `later`, hold none)."""
     parts = sql.split("%s")
+    if any("%" in part for part in parts):
+        raise ValueError(f"a statement for apps.core.db holds a '%' that is not a %s placeholder: {sql[:80]!r}")
     return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
 
 
 def _run(sql: str, params: Sequence, *, using: str):
     """Runs one statement on the connection `using`, in its transaction if one is open; its first
     row, or None."""
+    numbered = _numbered(sql)
     connection = connections[using]
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     started = time.monotonic()
     with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
-        cursor.execute(_numbered(sql), params)
+        cursor.execute(numbered, params)
         row = cursor.fetchone() if cursor.description else None
     if connection.queries_logged:
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})

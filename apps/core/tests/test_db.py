@@ -180,3 +180,8 @@ def test_a_later_write_made_at_once_in_a_transaction_replaces_the_held_one_of_it
         with transaction.atomic():
             update_later(_with(key, response_body={"v": "in the transaction"}), ("response_body",))
     assert IdempotencyKey.objects.get(pk=key.pk).response_body == {"v": "in the transaction"}
+
+
+def test_a_statement_with_a_percent_that_is_not_a_placeholder_is_refused():
+    with pytest.raises(ValueError, match="not a %s placeholder"):
+        later("UPDATE core_idempotencykey SET request_hash = 'a%%b' WHERE id = %s", [1])
