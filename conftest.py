@@ -94,3 +94,17 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
     options = settings.DATABASES["default"].setdefault("OPTIONS", {})
     options["options"] = f"{options.get('options', '')} -c synchronous_commit=off".strip()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_released(django_db_setup, django_db_blocker):
+    """Ends the test database's other sessions once every test is done, so that pytest-django can
+    drop it: threads of the live servers and of in-process workers leave their connections open."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
