@@ -106,11 +106,17 @@ def prepare_database(server_url: str, *, fresh: bool) -> str:
     return bench_url
 
 
-def create_ping_table(bench_url: str) -> None:
+def _one(url: str, sql: str):
+    """Runs one autocommitted statement on `url`; its first row, if it returns any."""
     import psycopg
 
-    with psycopg.connect(bench_url, autocommit=True) as conn:
-        conn.execute(BENCH_PING_DDL)
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql)
+        return cursor.fetchone() if cursor.description else None
+
+
+def create_ping_table(bench_url: str) -> None:
+    _one(bench_url, BENCH_PING_DDL)
 
 
 def vacuum(bench_url: str) -> None:
@@ -118,17 +124,11 @@ def vacuum(bench_url: str) -> None:
     updated once, by phase 3) are cleaned and the statistics fresh, as autovacuum keeps them in
     service. Without it a reused bench database bloats from run to run, the more so on a server
     whose autovacuum is off (this machine's)."""
-    import psycopg
-
-    with psycopg.connect(bench_url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE)")
+    _one(bench_url, "VACUUM (ANALYZE)")
 
 
 def server_version(bench_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(bench_url, autocommit=True) as conn:
-        return conn.execute("SHOW server_version").fetchone()[0]
+    return _one(bench_url, "SHOW server_version")[0]
 
 
 def run_step(name: str, cmd: list[str], env: dict[str, str]) -> None:

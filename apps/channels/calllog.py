@@ -91,12 +91,12 @@ def channel_call_record(
     )
     try:
         connection = connections[DEFAULT_DB_ALIAS]
-        if not connection.in_atomic_block and outcome == CallOutcome.OK:
-            later(_insert_sql(), params)  # autocommitted now, or held for the caller's next statement
-            return
-        if not connection.in_atomic_block:  # a fault counts in routing's very next decision: now
-            with connection.cursor() as cursor:
-                cursor.execute(_insert_sql(), params)
+        if not connection.in_atomic_block:
+            if outcome == CallOutcome.OK:
+                later(_insert_sql(), params)  # autocommitted now, or held for the caller's next statement
+            else:  # a fault counts in routing's very next decision: written now
+                with connection.cursor() as cursor:
+                    cursor.execute(_insert_sql(), params)
             return
         # Inside a caller's transaction: an autocommitting connection of our own (rare path).
         side = connections.create_connection(DEFAULT_DB_ALIAS)

@@ -341,7 +341,7 @@ def _row_key(obj: Model) -> tuple[str, object]:
 @contextlib.contextmanager
 def held_writes(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """Holds the `later` writes made in the block for the block's next autocommitted `insert` or
-    `update`; what is still held at the end is sent then, as one statement.
+    `update`; what is still held at the end is sent then (`_send`).
 
     Held writes are records that need no answer; a failure to send them when the block ends is
     logged, not raised (the block's own outcome has happened and must reach its caller).
