@@ -7,8 +7,9 @@
 (or `make bench-api`). scripts/services.py provides DATABASE_URL and CELERY_BROKER_URL
 (embedded or real); this script then:
 
-1. creates the database `paysys_bench` on the same server (if missing), migrates it, creates the
-   table `bench_ping`, and runs `manage.py demo_seed` against it (var/bench/demo.json);
+1. creates the database `paysys_bench` on the same server anew (`--reuse-database` keeps the one
+   an earlier invocation left), migrates it, creates the table `bench_ping`, and runs
+   `manage.py demo_seed` against it (var/bench/demo.json);
 2. starts two gunicorns with DATABASE_URL=…/paysys_bench and PAYSYS_URLCONF=bench.urls: the API
    and the provider sandbox that demo_seed's sandbox Alipay account points at;
 3. runs a closed-loop load (concurrency split over client processes × threads, one
@@ -308,9 +309,11 @@ def _client_process(worker_no: int, threads: int, api: str, demo: dict, phase: P
         t.start()
     for t in workers:
         t.join()
-    merged = {"latencies": [], "errors": {}, "samples": [], "warm_ok": 0, "warm_err": 0}
+    merged = {"latencies": [], "client_medians": [], "errors": {}, "samples": [], "warm_ok": 0, "warm_err": 0}
     for r in results:
         merged["latencies"] += r.get("latencies", [])
+        if r.get("latencies"):
+            merged["client_medians"].append(statistics.median(r["latencies"]))
         for k, v in r.get("errors", {}).items():
             merged["errors"][k] = merged["errors"].get(k, 0) + v
         merged["samples"] += r.get("samples", [])
@@ -338,6 +341,10 @@ class RunResult:
     warmup_requests: int
     warmup_errors: int
     error_samples: list[str] = field(default_factory=list)
+    # The lowest and highest of the clients' own median latencies (ms). Far apart, the server
+    # serves some clients' connections slower than others' (kept-alive connections spread
+    # unevenly over its workers).
+    client_median_range_ms: tuple[float, float] = (float("nan"), float("nan"))
     # CPU per request over the measured window, by process group (ms): where the cost lies.
     cpu_ms: dict[str, float] = field(default_factory=dict)
 
@@ -378,6 +385,7 @@ def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: i
     latencies = sorted(x for m in merged for x in m["latencies"])
     errors = sum(sum(m["errors"].values()) for m in merged)
     samples = [s for m in merged for s in m["samples"]][:5]
+    client_medians = [x for m in merged for x in m["client_medians"]]
     return RunResult(
         phase=phase.name,
         requests=len(latencies),
@@ -389,6 +397,7 @@ def run_phase(api: str, demo: dict, phase: Phase, processes: int, concurrency: i
         warmup_requests=sum(m["warm_ok"] for m in merged),
         warmup_errors=sum(m["warm_err"] for m in merged),
         error_samples=samples,
+        client_median_range_ms=(min(client_medians), max(client_medians)) if client_medians else (math.nan, math.nan),
         cpu_ms={name: seconds * 1000 / len(latencies) for name, seconds in cpu.items()} if latencies else {},
     )
 
@@ -435,6 +444,7 @@ def fmt_run(r: RunResult) -> str:
     return (f"{r.phase:<8} requests {r.requests:>6}  {r.throughput:8.1f} req/s  p50 {r.p50_ms:7.1f} ms  "
             f"p99 {r.p99_ms:7.1f} ms  mean {r.mean_ms:7.1f} ms  errors {r.errors}"
             f"  (warm-up {r.warmup_requests} ok / {r.warmup_errors} err)\n"
+            f"         clients' own p50s {r.client_median_range_ms[0]:.1f}-{r.client_median_range_ms[1]:.1f} ms\n"
             f"         CPU per request: {_fmt_cpu(r.cpu_ms)}")  # fmt: skip
 
 
@@ -470,7 +480,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="API gunicorn config, repeatable to compare several (default gthread:2:8)",
     )  # fmt: skip
     parser.add_argument("--sandbox-gunicorn", type=GunicornConfig.parse, default=GunicornConfig("gthread", 2, 8))
-    parser.add_argument("--fresh", action="store_true", help=f"drop and recreate {BENCH_DB} first")
+    parser.add_argument("--reuse-database", action="store_true",
+                        help=f"keep {BENCH_DB} from an earlier invocation (default: drop and recreate it)")  # fmt: skip
     parser.add_argument("--phases", default="ping,charges", help="ping,charges (default both)")
     args = parser.parse_args(argv)
     args.gunicorn = args.gunicorn or [GunicornConfig("gthread", 2, 8)]
@@ -492,7 +503,7 @@ def main(argv: list[str]) -> int:
     sandbox = f"http://127.0.0.1:{sandbox_port}"
     servers: list[Server] = []
     try:
-        bench_url = prepare_database(server_url, fresh=args.fresh)
+        bench_url = prepare_database(server_url, fresh=not args.reuse_database)
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": bench_url,

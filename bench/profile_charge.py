@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
     sandbox = f"http://127.0.0.1:{sandbox_port}"
     server = None
     try:
-        bench_url = prepare_database(server_url, fresh=False)
+        bench_url = prepare_database(server_url, fresh=True)
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": bench_url,
