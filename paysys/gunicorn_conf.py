@@ -6,6 +6,11 @@ the bind address, the name and, in the benchmarks, the worker layout).
 
 import gc
 
+from gunicorn.config import WorkerConnections
+from gunicorn.workers.gthread import ThreadWorker
+
+DEFAULT_WORKER_CONNECTIONS = WorkerConnections.default
+
 wsgi_app = "paysys.wsgi:application"
 worker_class = "gthread"
 workers = 2
@@ -19,20 +24,22 @@ KEEPALIVE_SLACK = 2
 
 def on_starting(server):
     """Caps each gthread worker's open connections at its threads + KEEPALIVE_SLACK, unless
-    `worker_connections` was set.
+    `worker_connections` was set to something other than gunicorn's default (1000).
 
-    A gthread worker accepts whenever it holds fewer than `worker_connections` connections
-    (gunicorn's default: 1000), and a kept-alive connection stays with the worker that accepted
-    it. Clients that keep their connections open, as the pingpp SDK does, then pile onto one
-    worker while another idles: 13 of 16 on one worker in bench/api_charge.py, where their
-    charges took twice as long as the other worker's. With the cap, a worker that is full leaves
-    new connections to the others, and one with more than KEEPALIVE_SLACK idle kept-alive
-    connections closes the next one after its answer, so the client reconnects to whichever
-    worker has room.
+    A gthread worker accepts whenever it holds fewer than `worker_connections` connections, and a
+    kept-alive connection stays with the worker that accepted it. Clients that keep their
+    connections open, as the pingpp SDK does, then pile onto one worker while another idles: 13
+    of 16 on one worker in bench/api_charge.py, where their charges took twice as long as the
+    other worker's. With the cap, a full worker leaves new connections to the others; and a
+    worker already holding KEEPALIVE_SLACK idle kept-alive connections answers the next request
+    with `Connection: close`, so that client reconnects to whichever worker has room.
     """
     cfg = server.cfg
-    if cfg.worker_class_str == "gthread" and cfg.worker_connections == cfg.settings["worker_connections"].default:
+    if issubclass(server.worker_class, ThreadWorker) and cfg.worker_connections == DEFAULT_WORKER_CONNECTIONS:
         cfg.set("worker_connections", cfg.threads + KEEPALIVE_SLACK)
+
+
+on_reload = on_starting  # a reload (SIGHUP) reads the settings afresh
 
 
 def post_worker_init(worker):

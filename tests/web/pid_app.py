@@ -1,13 +1,15 @@
-"""A WSGI app that answers, after a short wait, with the id of the worker process serving it."""
+"""A WSGI app that answers with the id of the worker process serving it: at once on `/`, after a
+wait on `/hold` (which keeps the connection busy while others are opened)."""
 
 import os
 import time
 
-ANSWER_AFTER = 0.5
+HOLD_SECONDS = 1.0
 
 
 def application(environ, start_response):
-    time.sleep(ANSWER_AFTER)  # holds the connection open while the others are accepted
+    if environ.get("PATH_INFO") == "/hold":
+        time.sleep(HOLD_SECONDS)
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

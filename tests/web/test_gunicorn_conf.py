@@ -1,7 +1,7 @@
-"""paysys/gunicorn_conf.py: kept-alive connections are spread over the gthread workers."""
+"""paysys/gunicorn_conf.py: a gthread worker holds at most its threads + KEEPALIVE_SLACK
+connections, so kept-alive connections are spread over the workers."""
 
 import http.client
-import socket
 import subprocess
 import sys
 import time
@@ -10,19 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 from gunicorn.config import Config
 
 from paysys import gunicorn_conf
+from scripts.services import free_port
+from tests.conftest import process_stop
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKERS, THREADS = 2, 2
-CONNECTIONS = WORKERS * (THREADS + gunicorn_conf.KEEPALIVE_SLACK)
-
-
-def _started(cfg: Config) -> Config:
-    gunicorn_conf.on_starting(SimpleNamespace(cfg=cfg))
-    return cfg
+THREADS = 2
+CAP = THREADS + gunicorn_conf.KEEPALIVE_SLACK
 
 
 def _config(**settings) -> Config:
@@ -32,69 +30,118 @@ def _config(**settings) -> Config:
     return cfg
 
 
-def test_a_gthread_worker_holds_its_threads_and_the_slack_in_connections():
-    cfg = _started(_config(worker_class="gthread", threads=8))
+def _after(hook, cfg: Config) -> Config:
+    hook(SimpleNamespace(cfg=cfg, worker_class=cfg.worker_class))
+    return cfg
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "gunicorn.workers.gthread.ThreadWorker"])
+@pytest.mark.parametrize("hook", [gunicorn_conf.on_starting, gunicorn_conf.on_reload], ids=["start", "reload"])
+def test_a_gthread_worker_holds_its_threads_and_the_slack_in_connections(hook, worker_class):
+    cfg = _after(hook, _config(worker_class=worker_class, threads=8))
     assert cfg.worker_connections == 8 + gunicorn_conf.KEEPALIVE_SLACK
 
 
 def test_a_worker_connections_setting_given_is_kept():
-    cfg = _started(_config(worker_class="gthread", threads=8, worker_connections=50))
+    cfg = _after(gunicorn_conf.on_starting, _config(worker_class="gthread", threads=8, worker_connections=50))
     assert cfg.worker_connections == 50
 
 
 def test_other_worker_classes_are_left_alone():
-    cfg = _started(_config(worker_class="sync"))  # one thread: with more, gunicorn runs gthread
-    assert cfg.worker_connections == cfg.settings["worker_connections"].default
+    cfg = _after(gunicorn_conf.on_starting, _config(worker_class="sync"))  # one thread, else gunicorn runs gthread
+    assert cfg.worker_connections == gunicorn_conf.DEFAULT_WORKER_CONNECTIONS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Gunicorn:
+    """`gunicorn -c python:paysys.gunicorn_conf` serving tests/web/pid_app.py on a free port."""
 
+    def __init__(self, workers: int, log: Path):
+        self.port = free_port()
+        self.log = log
+        cmd = [sys.executable, "-m", "gunicorn", "--config", "python:paysys.gunicorn_conf",
+               "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(THREADS),
+               "tests.web.pid_app:application"]  # fmt: skip
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
-def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {proc.returncode}")
+    def get(self, path: str = "/") -> str:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("gunicorn did not start listening")
+            connection.request("GET", path, headers={"Connection": "close"})
+            return connection.getresponse().read().decode()
+        finally:
+            connection.close()
+
+    def wait_for_workers(self, count: int, timeout: float = 30.0) -> set[str]:
+        """Until `count` different workers have answered (each one has booted and accepts)."""
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while len(seen) < count:
+            assert self.process.poll() is None, f"gunicorn exited:\n{self.log.read_text()}"
+            assert time.monotonic() < deadline, f"only {len(seen)} workers answered:\n{self.log.read_text()}"
+            try:
+                seen.add(self.get())
+            except OSError:
+                time.sleep(0.1)
+        return seen
 
 
 @pytest.fixture
-def gunicorn_port():
-    port = _free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "--config", "python:paysys.gunicorn_conf",
-           "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS), "--threads", str(THREADS),
-           "tests.web.pid_app:application"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_listening(port, proc)
-        time.sleep(1.0)  # both workers booted and accepting
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def gunicorn(tmp_path):
+    servers: list[Gunicorn] = []
+
+    def start(workers: int) -> Gunicorn:
+        server = Gunicorn(workers, tmp_path / f"gunicorn-{len(servers)}.log")
+        servers.append(server)
+        server.wait_for_workers(workers)
+        return server
+
+    yield start
+    for server in servers:
+        process_stop(server.process)
 
 
-def test_connections_opened_together_are_shared_equally_by_the_workers(gunicorn_port):
-    connections = [http.client.HTTPConnection("127.0.0.1", gunicorn_port, timeout=30) for _ in range(CONNECTIONS)]
+def _open(server: Gunicorn, count: int) -> list[http.client.HTTPConnection]:
+    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(count)]
     for connection in connections:
         connection.connect()  # all open before any is answered, as a pool of kept-alive clients
+    return connections
 
-    def worker_of(connection: http.client.HTTPConnection) -> str:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        assert response.status == 200
-        return response.read().decode()
 
-    with ThreadPoolExecutor(CONNECTIONS) as pool:
-        served_by = Counter(pool.map(worker_of, connections))
+def _held(connection: http.client.HTTPConnection) -> str:
+    connection.request("GET", "/hold")
+    response = connection.getresponse()
+    assert response.status == 200
+    return response.read().decode()
+
+
+def _established(pid: int, port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+    )
+
+
+def test_a_worker_takes_no_connection_beyond_its_cap(gunicorn):
+    server = gunicorn(1)
+    (worker,) = psutil.Process(server.process.pid).children()
+    connections = _open(server, CAP + 1)
+    with ThreadPoolExecutor(len(connections)) as pool:
+        answers = [pool.submit(_held, c) for c in connections]
+        time.sleep(0.5)  # every request sent; the first THREADS are being held
+        held_by_worker = _established(worker.pid, server.port)
+        assert all(a.result() for a in answers)  # the one left waiting is served once there is room
     for connection in connections:
         connection.close()
-    assert sorted(served_by.values()) == [CONNECTIONS // WORKERS] * WORKERS
+    assert held_by_worker == CAP
+
+
+def test_connections_opened_together_are_shared_equally_by_the_workers(gunicorn):
+    server = gunicorn(2)
+    connections = _open(server, 2 * CAP)
+    with ThreadPoolExecutor(len(connections)) as pool:
+        served_by = Counter(pool.map(_held, connections))
+    for connection in connections:
+        connection.close()
+    assert sorted(served_by.values()) == [CAP, CAP]
