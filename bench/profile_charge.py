@@ -7,9 +7,9 @@ Same set-up as bench/api_charge.py (database `paysys_bench`, created anew, so no
 of that benchmark; demo_seed, bench.urls), with the provider sandbox as a real gunicorn over
 HTTP, as in production a provider is; the API runs in this process through Django's test Client
 (full middleware, DRF authentication, request signature and replay check, response signature),
-one signed request after another. Prints the
-wall time per charge, pyinstrument's call tree and the top functions by inclusive and by self
-time, and writes the HTML profile to var/bench/profile_charge.html.
+one signed request after another. Prints the wall time per charge, pyinstrument's call tree and
+the top functions by inclusive and by self time, and writes the HTML profile to
+var/bench/profile_charge.html.
 """
 
 from __future__ import annotations
