@@ -2,6 +2,7 @@
 """Where the time of POST /v1/charges goes: ~200 charge creations in-process under pyinstrument.
 
     .venv/bin/python scripts/services.py -- .venv/bin/python bench/profile_charge.py [-n 200]
+        [--endpoint charges|ping|relay] [--cost | --cpu]
 
 Same set-up as bench/api_charge.py (database `paysys_bench`, created anew, so not beside a run
 of that benchmark; demo_seed, bench.urls), with the provider sandbox as a real gunicorn over
@@ -9,7 +10,7 @@ HTTP, as in production a provider is; the API runs in this process through Djang
 (full middleware, DRF authentication, request signature and replay check, response signature),
 one signed request after another. Prints the wall time per charge, pyinstrument's call tree and
 the top functions by inclusive and by self time, and writes the HTML profile to
-var/bench/profile_charge.html.
+var/bench/profile_<endpoint>.html.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.api_charge import (  # noqa: E402
     CHARGES_PATH,
-    PING_PATH,
+    PHASE_PATHS,
     PY,
     GunicornConfig,
     Server,
@@ -129,7 +130,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-n", "--count", type=int, default=200, help="charges to profile (200)")
     parser.add_argument("--warmup", type=int, default=20, help="unprofiled charges first (20)")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--endpoint", choices=("charges", "ping"), default="charges")
+    parser.add_argument("--endpoint", choices=tuple(PHASE_PATHS), default="charges")
     parser.add_argument(
         "--cpu", action="store_true", help="cProfile on CPU time (process_time) instead of pyinstrument's wall clock"
     )
@@ -160,11 +161,13 @@ def main(argv: list[str]) -> int:
             "DJANGO_SETTINGS_MODULE": "paysys.settings",
             "CACHE_KEY_PREFIX": "paysys-bench",
             "PYTHONUNBUFFERED": "1",
+            "PAYSYS_BENCH_PEER": sandbox,
+            "PAYSYS_BENCH_DEMO": str(var / "profile-demo.json"),
         })  # fmt: skip
         manage = [PY, str(ROOT / "manage.py")]
         run_step("migrate", [*manage, "migrate", "--noinput", "--verbosity", "0"], env)
         create_ping_table(bench_url)
-        demo_path = var / "profile-demo.json"
+        demo_path = Path(env["PAYSYS_BENCH_DEMO"])
         # Same app and keys as api_charge (copied), sandbox account re-pointed at this sandbox.
         shared = var / "demo.json"
         if shared.exists() and not demo_path.exists():
@@ -186,7 +189,7 @@ def main(argv: list[str]) -> int:
 
         private_pem = Path(demo["merchant_private_key_path"]).read_text()
         client = Client()
-        path = CHARGES_PATH if args.endpoint == "charges" else PING_PATH
+        path = PHASE_PATHS[args.endpoint]
         tag = uuid.uuid4().hex[:8]
 
         def one(n: int) -> None:

@@ -30,6 +30,7 @@ from alipay import AliPay, AliPayConfig
 from alipay.exceptions import AliPayException, AliPayValidationError
 from django.utils import timezone
 from moneyed import Money
+from urllib3.util import Retry
 
 from apps.channels.adapters.base import (
     AccountConfig,
@@ -102,15 +103,47 @@ class _AliPay(AliPay):
         pool = _GATEWAY_POOLS.connection_from_host(gateway.hostname, gateway.port, gateway.scheme)
         query = f"{gateway.query}&{self.sign_data(data)}" if gateway.query else self.sign_data(data)
         target = f"{gateway.path or '/'}?{query}"  # handed to the pool as a path: parsed once
-        response = pool.urlopen("GET", target, timeout=self._config.timeout, redirect=False)
+        try:
+            response = pool.urlopen(
+                "GET", target, timeout=self._config.timeout, redirect=False, retries=_ONCE_MORE_IF_CLOSED_UNANSWERED
+            )
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise exc.reason from exc  # the last failure, classified by `AlipayAdapter._call`
         if response.status >= 400:
             raise _GatewayHttpError(response.status)
         return self._verify_and_return_sync_response(response.data.decode(), response_type)
 
 
-# One pool per process; no automatic retry: a call is made once, and failures are classified by
-# `AlipayAdapter._call` (a timeout is an unknown outcome, never retried blindly).
+# One pool per process. Failures are classified by `AlipayAdapter._call`.
 _GATEWAY_POOLS = urllib3.PoolManager(num_pools=16, maxsize=32, block=False, retries=False)
+
+
+class _ClosedUnansweredRetry(Retry):
+    """Tries a gateway call once more, on another connection, only when the gateway closed the
+    connection without an answer.
+
+    That is what a kept-alive connection meets when the gateway closes it for idleness just as
+    the next request goes out. bench/api_charge.py met it now and then as a `504 channel_timeout`
+    (the sandbox's gunicorn closes connections idle for 2 s).
+
+    Repeating is safe. Every gateway operation is keyed by out_trade_no or out_request_no, and the
+    gateway answers a repeat as it answered the first: the same trade, the same refund, and a
+    second close is a success. So the second try cannot pay, refund or close twice.
+
+    Nothing else is retried:
+    - a timeout, where the gateway may still be working on the first request (`_call` makes it an
+      unknown outcome, settled by query);
+    - a refused connection, where nothing was sent (routing fails over).
+
+    urllib3 counts a timeout and a dropped connection alike as "read" errors; this narrows the
+    read errors to the dropped connection (a `ProtocolError`).
+    """
+
+    def _is_read_error(self, err: Exception) -> bool:
+        return isinstance(err, urllib3.exceptions.ProtocolError)
+
+
+_ONCE_MORE_IF_CLOSED_UNANSWERED = _ClosedUnansweredRetry(total=1, connect=0, other=0, redirect=False)
 
 
 class _GatewayHttpError(Exception):

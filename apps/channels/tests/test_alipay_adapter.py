@@ -311,10 +311,18 @@ def test_a_gateway_refusing_connections_is_unavailable(credentials):
     assert excinfo.value.reached_provider is False
 
 
-def test_a_gateway_that_never_answers_is_a_timeout(credentials):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)  # accepts connections into the backlog, never answers
+def test_a_gateway_that_never_answers_is_a_timeout_and_is_not_asked_again(credentials):
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept_and_stay_silent():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:  # the listener was closed
+                return
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
     try:
         port = listener.getsockname()[1]
         adapter = make_adapter(f"http://127.0.0.1:{port}/gateway.do", credentials, account_id=7, timeout=0.5)
@@ -322,7 +330,91 @@ def test_a_gateway_that_never_answers_is_a_timeout(credentials):
             adapter.query_payment(out_trade_no="ch_slow", currency="CNY")
     finally:
         listener.close()
+        for sock in accepted:
+            sock.close()
     assert excinfo.value.code == "timeout"
+    assert len(accepted) == 1  # the gateway may still be working on it: no second request
+
+
+class ClosingGateway:
+    """A gateway in front of the sandbox that closes connections without an answer, as a gateway
+    closes an idle kept-alive connection just as the next request arrives: each connection's
+    second request (`close_on="second"`), or every request (`close_on="every"`). The requests it
+    answers, it forwards to the sandbox."""
+
+    def __init__(self, upstream: str, *, close_on: str):
+        self.connections = 0
+        self.forwarded = 0
+        self.closed_unanswered = 0
+        gateway = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps connections alive between requests
+            served = 0  # requests on this handler's connection
+
+            def setup(self):
+                super().setup()
+                gateway.connections += 1
+
+            def do_GET(self):
+                self.served += 1
+                if close_on == "every" or self.served == 2:
+                    gateway.closed_unanswered += 1
+                    self.close_connection = True
+                    return
+                answer = requests.get(f"{upstream}?{urlsplit(self.path).query}", timeout=5)
+                gateway.forwarded += 1
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers["Content-Type"])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/gateway.do"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sandbox_trades(out_trade_no: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM sandbox_alipaytrade WHERE out_trade_no = %s", [out_trade_no])
+        return cursor.fetchone()[0]
+
+
+def test_a_kept_alive_connection_closed_unanswered_is_tried_once_more_on_a_new_one(gateway, credentials):
+    closing = ClosingGateway(gateway, close_on="second")
+    try:
+        adapter = make_adapter(closing.url, credentials, account_id=10)
+        first = adapter.create_payment(payment("ch_kept_alive_1"))
+        second = adapter.create_payment(payment("ch_kept_alive_2"))  # meets the closed connection
+    finally:
+        closing.stop()
+
+    assert (closing.connections, closing.closed_unanswered, closing.forwarded) == (2, 1, 2)
+    assert first.credential != second.credential
+    assert requests.get(second.credential, timeout=5).status_code == 200  # the pay page of a real trade
+    assert (sandbox_trades("ch_kept_alive_1"), sandbox_trades("ch_kept_alive_2")) == (1, 1)
+
+
+def test_a_gateway_closing_every_connection_unanswered_is_tried_twice_then_an_unknown_outcome(gateway, credentials):
+    closing = ClosingGateway(gateway, close_on="every")
+    try:
+        adapter = make_adapter(closing.url, credentials, account_id=11)
+        with pytest.raises(ChannelTimeout) as excinfo:
+            adapter.create_payment(payment("ch_closed_twice"))
+    finally:
+        closing.stop()
+
+    assert excinfo.value.code == "connection_lost"  # it may have been made: settled by query
+    assert (closing.connections, closing.closed_unanswered, closing.forwarded) == (2, 2, 0)
+    assert sandbox_trades("ch_closed_twice") == 0
 
 
 @pytest.mark.parametrize("status, body", [(502, b"bad gateway"), (200, b"<html>not json</html>")], ids=["5xx", "html"])
