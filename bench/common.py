@@ -9,6 +9,12 @@ import sys
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
+# The endpoints bench/api_charge.py loads, by phase (bench/urls.py serves the first two).
+PING_PATH = "/v1/bench/ping"
+RELAY_PATH = "/v1/bench/relay"  # the ping plus one signed round trip to the sandbox gunicorn
+CHARGES_PATH = "/v1/charges"
+PHASE_PATHS = {"ping": PING_PATH, "relay": RELAY_PATH, "charges": CHARGES_PATH}
+
 
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, as `uptime` prints them."""

@@ -31,8 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.api_charge import (  # noqa: E402
-    CHARGES_PATH,
-    PHASE_PATHS,
     PY,
     GunicornConfig,
     Server,
@@ -43,6 +41,8 @@ from bench.api_charge import (  # noqa: E402
     run_step,
 )
 from bench.common import (  # noqa: E402
+    CHARGES_PATH,
+    PHASE_PATHS,
     Interrupted,
     cpu_by_process,
     cpu_spent,

@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 
 from apps.core import crypto
 from apps.core.errors import ApiError
-from bench.api_charge import PING_PATH, RELAY_PATH
+from bench.common import PING_PATH, RELAY_PATH
 from paysys.urls import handler404, handler500
 from paysys.urls import urlpatterns as paysys_urlpatterns
 

@@ -103,13 +103,12 @@ class _AliPay(AliPay):
         pool = _GATEWAY_POOLS.connection_from_host(gateway.hostname, gateway.port, gateway.scheme)
         query = f"{gateway.query}&{self.sign_data(data)}" if gateway.query else self.sign_data(data)
         target = f"{gateway.path or '/'}?{query}"  # handed to the pool as a path: parsed once
-        try:
-            response = pool.urlopen(
-                "GET", target, timeout=self._config.timeout, redirect=False, retries=_ONCE_MORE_IF_CLOSED_UNANSWERED
-            )
-        except urllib3.exceptions.MaxRetryError as exc:
-            raise exc.reason from exc  # the last failure, classified by `AlipayAdapter._call`
+        response = pool.urlopen(
+            "GET", target, timeout=self._config.timeout, redirect=False, retries=_ONCE_MORE_IF_CLOSED_UNANSWERED
+        )
         if response.status >= 400:
+            if response.retries is not None and response.retries.history:  # after an unanswered try
+                raise response.retries.history[0].error
             raise _GatewayHttpError(response.status)
         return self._verify_and_return_sync_response(response.data.decode(), response_type)
 
@@ -118,32 +117,43 @@ class _AliPay(AliPay):
 _GATEWAY_POOLS = urllib3.PoolManager(num_pools=16, maxsize=32, block=False, retries=False)
 
 
+def _closed_unanswered(error: Exception | None) -> bool:
+    """The gateway closed or reset the connection before a whole answer came: urllib3's
+    `ProtocolError` over http.client's `RemoteDisconnected`, a reset or a broken pipe."""
+    cause = error.args[-1] if isinstance(error, urllib3.exceptions.ProtocolError) and error.args else None
+    return isinstance(cause, ConnectionResetError | BrokenPipeError)
+
+
 class _ClosedUnansweredRetry(Retry):
-    """Tries a gateway call once more, on another connection, only when the gateway closed the
-    connection without an answer.
+    """Makes a gateway call once more when the gateway closed the connection without an answer,
+    and never for anything else.
 
     That is what a kept-alive connection meets when the gateway closes it for idleness just as
     the next request goes out. bench/api_charge.py met it now and then as a `504 channel_timeout`
-    (the sandbox's gunicorn closes connections idle for 2 s).
+    (the sandbox's gunicorn closes connections idle for 2 s). The second try takes another pooled
+    connection urllib3 finds open, or a new one.
 
-    Repeating is safe. Every gateway operation is keyed by out_trade_no or out_request_no, and the
-    gateway answers a repeat as it answered the first: the same trade, the same refund, and a
-    second close is a success. So the second try cannot pay, refund or close twice.
+    Repeating is safe: every gateway operation is keyed by out_trade_no or out_request_no (or
+    only reads), and the gateway answers a repeat with the same trade or the same refund, so the
+    second try cannot pay or refund twice. A second close is a success on the sandbox, and
+    `ACQ.TRADE_STATUS_ERROR` on Alipay, after which paysys queries the trade.
 
-    Nothing else is retried:
-    - a timeout, where the gateway may still be working on the first request (`_call` makes it an
-      unknown outcome, settled by query);
-    - a refused connection, where nothing was sent (routing fails over).
-
-    urllib3 counts a timeout and a dropped connection alike as "read" errors; this narrows the
-    read errors to the dropped connection (a `ProtocolError`).
+    Whatever else fails is not tried again and reaches `AlipayAdapter._call` as raised: a
+    timeout (the gateway may still be working on it: an unknown outcome, settled by query) and a
+    refused connection (nothing was sent: routing fails over). And once a try went unanswered,
+    any failure of the second (refused, timed out, an HTTP error) is reported as the first one's
+    lost connection: the first may have been acted on, so the outcome stays unknown.
     """
 
-    def _is_read_error(self, err: Exception) -> bool:
-        return isinstance(err, urllib3.exceptions.ProtocolError)
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if error is None or (not self.history and _closed_unanswered(error)):
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        if self.history:
+            raise self.history[0].error from error
+        raise error
 
 
-_ONCE_MORE_IF_CLOSED_UNANSWERED = _ClosedUnansweredRetry(total=1, connect=0, other=0, redirect=False)
+_ONCE_MORE_IF_CLOSED_UNANSWERED = _ClosedUnansweredRetry(total=1, redirect=False, respect_retry_after_header=False)
 
 
 class _GatewayHttpError(Exception):

@@ -1,5 +1,6 @@
 """AlipayAdapter against the Alipay sandbox over HTTP (live server), as paysys reaches a provider."""
 
+import contextlib
 import dataclasses
 import datetime as dt
 import http.server
@@ -329,6 +330,7 @@ def test_a_gateway_that_never_answers_is_a_timeout_and_is_not_asked_again(creden
         with pytest.raises(ChannelTimeout) as excinfo:
             adapter.query_payment(out_trade_no="ch_slow", currency="CNY")
     finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         listener.close()
         for sock in accepted:
             sock.close()
@@ -336,39 +338,55 @@ def test_a_gateway_that_never_answers_is_a_timeout_and_is_not_asked_again(creden
     assert len(accepted) == 1  # the gateway may still be working on it: no second request
 
 
-class ClosingGateway:
-    """A gateway in front of the sandbox that closes connections without an answer, as a gateway
-    closes an idle kept-alive connection just as the next request arrives: each connection's
-    second request (`close_on="second"`), or every request (`close_on="every"`). The requests it
-    answers, it forwards to the sandbox."""
+class ScriptedGateway:
+    """A gateway in front of the sandbox that does, for its n-th request (counted over all its
+    connections), the n-th of `script`, and forwards the requests beyond it to the sandbox:
 
-    def __init__(self, upstream: str, *, close_on: str):
+    - "forward": forwards the request and answers with the sandbox's answer;
+    - "close": closes the connection without an answer, as a gateway closes an idle kept-alive
+      connection just as the next request arrives;
+    - "close-and-refuse": the same, having stopped listening, so that new connections are refused;
+    - "502": answers HTTP 502 with `Retry-After: 30`.
+    """
+
+    def __init__(self, upstream: str, script: list[str]):
         self.connections = 0
+        self.requests = 0
         self.forwarded = 0
-        self.closed_unanswered = 0
+        self.sockets: list[socket.socket] = []
         gateway = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keeps connections alive between requests
-            served = 0  # requests on this handler's connection
 
             def setup(self):
                 super().setup()
                 gateway.connections += 1
+                gateway.sockets.append(self.connection)
 
             def do_GET(self):
-                self.served += 1
-                if close_on == "every" or self.served == 2:
-                    gateway.closed_unanswered += 1
+                gateway.requests += 1
+                action = script[gateway.requests - 1] if gateway.requests <= len(script) else "forward"
+                if action == "close-and-refuse":  # from a handler's thread: serve_forever's has stopped after it
+                    self.server.shutdown()
+                    self.server.server_close()
+                if action in ("close", "close-and-refuse"):
                     self.close_connection = True
+                    return
+                if action == "502":
+                    self.answer(502, "text/plain", b"bad gateway", {"Retry-After": "30"})
                     return
                 answer = requests.get(f"{upstream}?{urlsplit(self.path).query}", timeout=5)
                 gateway.forwarded += 1
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers["Content-Type"])
-                self.send_header("Content-Length", str(len(answer.content)))
+                self.answer(answer.status_code, answer.headers["Content-Type"], answer.content, {})
+
+            def answer(self, status: int, content_type: str, body: bytes, headers: dict):
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": content_type}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(answer.content)
+                self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
@@ -378,8 +396,22 @@ class ClosingGateway:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        """Stops listening and closes the connections it still holds (a client's pool sees them
+        closed), so nothing of it outlives the test."""
         self.server.shutdown()
         self.server.server_close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def scripted_gateway(gateway: str, *script: str):
+    scripted = ScriptedGateway(gateway, list(script))
+    try:
+        yield scripted
+    finally:
+        scripted.stop()
 
 
 def sandbox_trades(out_trade_no: str) -> int:
@@ -389,39 +421,47 @@ def sandbox_trades(out_trade_no: str) -> int:
 
 
 def test_a_kept_alive_connection_closed_unanswered_is_tried_once_more_on_a_new_one(gateway, credentials):
-    closing = ClosingGateway(gateway, close_on="second")
-    try:
-        adapter = make_adapter(closing.url, credentials, account_id=10)
+    with scripted_gateway(gateway, "forward", "close") as scripted:
+        adapter = make_adapter(scripted.url, credentials, account_id=10)
         first = adapter.create_payment(payment("ch_kept_alive_1"))
-        second = adapter.create_payment(payment("ch_kept_alive_2"))  # meets the closed connection
-    finally:
-        closing.stop()
+        second = adapter.create_payment(payment("ch_kept_alive_2"))  # its kept-alive connection is closed
 
-    assert (closing.connections, closing.closed_unanswered, closing.forwarded) == (2, 1, 2)
+    assert (scripted.connections, scripted.requests, scripted.forwarded) == (2, 3, 2)
     assert first.credential != second.credential
     assert requests.get(second.credential, timeout=5).status_code == 200  # the pay page of a real trade
     assert (sandbox_trades("ch_kept_alive_1"), sandbox_trades("ch_kept_alive_2")) == (1, 1)
 
 
-def test_a_gateway_closing_every_connection_unanswered_is_tried_twice_then_an_unknown_outcome(gateway, credentials):
-    closing = ClosingGateway(gateway, close_on="every")
-    try:
-        adapter = make_adapter(closing.url, credentials, account_id=11)
+@pytest.mark.parametrize(
+    "script, asked",
+    [(("close", "close"), 2), (("close-and-refuse",), 1), (("close", "502"), 2)],
+    ids=["closed-again", "then-refused", "then-5xx"],
+)
+def test_after_an_unanswered_try_any_failure_leaves_the_outcome_unknown(gateway, credentials, script, asked):
+    """The first try may have been acted on: a refusal or a 5xx to the second must not read as
+    "never reached the provider" (routing would fail over, a refund would be marked failed)."""
+    order = f"ch_unanswered_{len(script)}_{script[-1]}"
+    with scripted_gateway(gateway, *script) as scripted:
+        adapter = make_adapter(scripted.url, credentials, account_id=11)
         with pytest.raises(ChannelTimeout) as excinfo:
-            adapter.create_payment(payment("ch_closed_twice"))
-    finally:
-        closing.stop()
+            adapter.create_payment(payment(order))
 
-    assert excinfo.value.code == "connection_lost"  # it may have been made: settled by query
-    assert (closing.connections, closing.closed_unanswered, closing.forwarded) == (2, 2, 0)
-    assert sandbox_trades("ch_closed_twice") == 0
+    assert excinfo.value.code == "connection_lost"  # settled by query
+    assert (scripted.requests, scripted.forwarded) == (asked, 0)  # one retry at most
+    assert sandbox_trades(order) == 0
 
 
-@pytest.mark.parametrize("status, body", [(502, b"bad gateway"), (200, b"<html>not json</html>")], ids=["5xx", "html"])
+@pytest.mark.parametrize(
+    "status, body", [(503, b"service unavailable"), (200, b"<html>not json</html>")], ids=["5xx", "html"]
+)
 def test_a_broken_gateway_answer_is_translated(credentials, status, body):
+    asked = []
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            asked.append(self.path)
             self.send_response(status)
+            self.send_header("Retry-After", "30")  # a 503 or 429 would be retried after it by default
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -440,7 +480,8 @@ def test_a_broken_gateway_answer_is_translated(credentials, status, body):
     finally:
         server.shutdown()
         server.server_close()
-    assert excinfo.value.code == ("http_502" if status >= 500 else "unreadable_response")
+    assert excinfo.value.code == ("http_503" if status >= 500 else "unreadable_response")
+    assert len(asked) == 1
 
 
 def test_unusable_credentials_are_a_configuration_failure(gateway):
