@@ -107,14 +107,20 @@ class _AliPay(AliPay):
             "GET", target, timeout=self._config.timeout, redirect=False, retries=_ONCE_MORE_IF_CLOSED_UNANSWERED
         )
         if response.status >= 400:
-            if response.retries is not None and response.retries.history:  # after an unanswered try
-                raise response.retries.history[0].error
+            unanswered = _first_error(response.retries)
+            if unanswered is not None:  # the answer to a second try: the first one's outcome is unknown
+                raise unanswered from _GatewayHttpError(response.status)
             raise _GatewayHttpError(response.status)
         return self._verify_and_return_sync_response(response.data.decode(), response_type)
 
 
 # One pool per process. Failures are classified by `AlipayAdapter._call`.
 _GATEWAY_POOLS = urllib3.PoolManager(num_pools=16, maxsize=32, block=False, retries=False)
+
+
+def _first_error(retries: Retry | None) -> Exception | None:
+    """The error of the first failed try of a call, if a try failed."""
+    return next((entry.error for entry in (retries.history if retries else ()) if entry.error), None)
 
 
 def _closed_unanswered(error: Exception | None) -> bool:
@@ -148,8 +154,10 @@ class _ClosedUnansweredRetry(Retry):
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         if error is None or (not self.history and _closed_unanswered(error)):
             return super().increment(method, url, response, error, _pool, _stacktrace)
-        if self.history:
-            raise self.history[0].error from error
+        error = error.with_traceback(_stacktrace)
+        unanswered = _first_error(self)
+        if unanswered is not None:
+            raise unanswered from error
         raise error
 
 
