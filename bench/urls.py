@@ -9,9 +9,10 @@ the stack, against which POST /v1/charges is compared.
 `POST /v1/bench/relay` is the least a charge can be on this stack: the ping's work, then one
 signed round trip to a peer server, as a charge's call to its provider. It POSTs a signed ping to
 the peer named by `PAYSYS_BENCH_PEER` (bench/api_charge.py points it at the sandbox gunicorn,
-which serves this URLconf too), over a kept-alive connection from the pool the Alipay adapter
-uses, as the demo merchant of `PAYSYS_BENCH_DEMO`, and verifies the answer's platform signature.
-A charge does all of that and more (validation, routing, three phases, the call log), so the
+which serves this URLconf too), over a kept-alive connection from a urllib3 pool set up like the
+Alipay adapter's, as the demo merchant of `PAYSYS_BENCH_DEMO`, and verifies the answer's platform
+signature. A charge does the same kinds of work and more on both sides (validation, routing,
+three phases, the call log; the gateway's signature check, fault read and trade insert), so the
 relay's latency is a floor under the charge's on the same machine.
 """
 
