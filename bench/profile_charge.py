@@ -185,7 +185,7 @@ def main(argv: list[str]) -> int:
         from django.test import Client
         from pyinstrument import Profiler
 
-        from apps.core import crypto
+        from tests.support import sign_headers
 
         private_pem = Path(demo["merchant_private_key_path"]).read_text()
         client = Client()
@@ -201,11 +201,9 @@ def main(argv: list[str]) -> int:
             else:
                 payload = {"nonce": f"{tag}-{n}"}
             body = json.dumps(payload, separators=(",", ":")).encode()
-            ts = str(int(time.time()))
             headers = {
                 "Authorization": f"Bearer {demo['test_secret_key']}",
-                "Pingplusplus-Request-Timestamp": ts,
-                "Pingplusplus-Signature": crypto.rsa_sign(private_pem, body + path.encode() + ts.encode()),
+                **sign_headers(private_pem=private_pem, body=body, uri=path),
             }
             resp = client.generic("POST", path, body, content_type="application/json", headers=headers)
             if resp.status_code != 200:

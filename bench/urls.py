@@ -19,7 +19,6 @@ relay's latency is a floor under the charge's on the same machine.
 import functools
 import json
 import os
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,6 +34,7 @@ from apps.core.errors import ApiError
 from bench.common import PING_PATH, RELAY_PATH
 from paysys.urls import handler404, handler500
 from paysys.urls import urlpatterns as paysys_urlpatterns
+from tests.support import sign_headers
 
 _PEER_POOLS = urllib3.PoolManager(num_pools=4, maxsize=32, block=False, retries=False)
 
@@ -77,12 +77,10 @@ def _peer() -> tuple[urllib3.HTTPConnectionPool, str, str, str]:
 def _peer_ping() -> dict:
     pool, secret_key, private_pem, platform_pem = _peer()
     body = json.dumps({"nonce": uuid.uuid4().hex}, separators=(",", ":")).encode()
-    timestamp = str(int(time.time()))
     headers = {
         "Authorization": f"Bearer {secret_key}",
         "Content-Type": "application/json",
-        "Pingplusplus-Request-Timestamp": timestamp,
-        "Pingplusplus-Signature": crypto.rsa_sign(private_pem, body + PING_PATH.encode() + timestamp.encode()),
+        **sign_headers(private_pem=private_pem, body=body, uri=PING_PATH),
     }
     try:
         response = pool.urlopen("POST", PING_PATH, body=body, headers=headers, timeout=10, redirect=False)

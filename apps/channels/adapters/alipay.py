@@ -103,19 +103,13 @@ class _AliPay(AliPay):
         pool = _GATEWAY_POOLS.connection_from_host(gateway.hostname, gateway.port, gateway.scheme)
         query = f"{gateway.query}&{self.sign_data(data)}" if gateway.query else self.sign_data(data)
         target = f"{gateway.path or '/'}?{query}"  # handed to the pool as a path: parsed once
-        response = pool.urlopen(
-            "GET", target, timeout=self._config.timeout, redirect=False, retries=_ONCE_MORE_IF_CLOSED_UNANSWERED
-        )
+        response = pool.urlopen("GET", target, timeout=self._config.timeout, redirect=False)
         if response.status >= 400:
             unanswered = _first_error(response.retries)
             if unanswered is not None:  # the answer to a second try: the first one's outcome is unknown
                 raise unanswered from _GatewayHttpError(response.status)
             raise _GatewayHttpError(response.status)
         return self._verify_and_return_sync_response(response.data.decode(), response_type)
-
-
-# One pool per process. Failures are classified by `AlipayAdapter._call`.
-_GATEWAY_POOLS = urllib3.PoolManager(num_pools=16, maxsize=32, block=False, retries=False)
 
 
 def _first_error(retries: Retry | None) -> Exception | None:
@@ -161,7 +155,13 @@ class _ClosedUnansweredRetry(Retry):
         raise error
 
 
-_ONCE_MORE_IF_CLOSED_UNANSWERED = _ClosedUnansweredRetry(total=1, redirect=False, respect_retry_after_header=False)
+# One pool per process. Failures are classified by `AlipayAdapter._call`.
+_GATEWAY_POOLS = urllib3.PoolManager(
+    num_pools=16,
+    maxsize=32,
+    block=False,
+    retries=_ClosedUnansweredRetry(total=1, redirect=False, respect_retry_after_header=False),
+)
 
 
 class _GatewayHttpError(Exception):
